@@ -1,0 +1,61 @@
+"""`infoprune` command line: a thin layer over core/, one module per command in core/commands/."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import pkgutil
+import sys
+
+from core import __version__
+from core.errors import InputError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--db",
+        metavar="PATH",
+        help="workspace DuckDB file (default: $INFOPRUNE_DB, else ./workspace/infoprune.duckdb)",
+    )
+    parser = argparse.ArgumentParser(
+        prog="infoprune",
+        description="Measure how much information each text sample carries, prune, export.",
+    )
+    parser.add_argument("--version", action="version", version=f"infoprune {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    import core.commands as commands
+
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"core.commands.{info.name}")
+        module.register(sub, [common])
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from core.store import Store
+
+    try:
+        return int(args.func(args, Store(args.db)) or 0)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug, not bad input: one line unless asked for the traceback
+        if os.environ.get("INFOPRUNE_DEBUG"):
+            raise
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        print(
+            f"internal error: {type(exc).__name__}: {first} (set INFOPRUNE_DEBUG=1 for details)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""Reading what the store knows about datasets and their samples."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pandas as pd
+
+from core.errors import InputError
+from core.store import Store, quote_ident
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    source: str
+    format: str
+    text_column: str
+    id_column: str | None
+    n_samples: int
+    n_skipped: int
+    n_replaced_bytes: int
+    n_bytes: int
+    columns: list[dict]
+    meta_table: str
+    fingerprint: str
+
+
+def list_datasets(store: Store) -> pd.DataFrame:
+    """One row per dataset with its sizes, newest first."""
+    return store.query_df(
+        "SELECT name, n_samples AS samples, round(n_bytes / 1e6, 2) AS mb, n_skipped AS skipped, "
+        "n_replaced_bytes AS replaced_bytes, format, source, text_column, fingerprint, created_at "
+        "FROM datasets ORDER BY created_at DESC"
+    )
+
+
+def dataset_names(store: Store) -> list[str]:
+    return [r[0] for r in store.query("SELECT name FROM datasets ORDER BY created_at DESC")]
+
+
+def get_dataset(store: Store, name: str) -> DatasetInfo:
+    """The dataset's record, or an InputError naming the datasets that exist."""
+    row = store.query(
+        "SELECT name, source, format, text_column, id_column, n_samples, n_skipped, "
+        "n_replaced_bytes, n_bytes, columns, meta_table, fingerprint FROM datasets WHERE name = ?",
+        [name],
+    )
+    if not row:
+        names = dataset_names(store)
+        hint = f"datasets are: {', '.join(names)}" if names else "the store is empty"
+        raise InputError(f"unknown dataset '{name}' ({hint})")
+    r = list(row[0])
+    r[9] = json.loads(r[9])
+    return DatasetInfo(*r)
+
+
+def drop_dataset(store: Store, name: str) -> None:
+    info = get_dataset(store, name)
+    with store.transaction() as con:
+        con.execute("DELETE FROM samples WHERE dataset = ?", [name])
+        con.execute("DELETE FROM datasets WHERE name = ?", [name])
+        con.execute(f"DROP TABLE IF EXISTS {quote_ident(info.meta_table)}")
+
+
+def sample_preview(store: Store, name: str, limit: int = 50, offset: int = 0) -> pd.DataFrame:
+    """A page of samples in source order, with the first characters of their text."""
+    return store.query_df(
+        "SELECT sample_id, n_bytes, left(text, 300) AS text FROM samples WHERE dataset = ? "
+        "ORDER BY row_idx LIMIT ? OFFSET ?",
+        [name, limit, offset],
+    )
+
+
+def read_texts_after(
+    store: Store, name: str, after_row: int, limit: int
+) -> list[tuple[int, str, str]]:
+    """(row_idx, sample_id, text) for the next LIMIT samples after a row, for streaming readers."""
+    return store.query(
+        "SELECT row_idx, sample_id, text FROM samples WHERE dataset = ? AND row_idx > ? "
+        "ORDER BY row_idx LIMIT ?",
+        [name, after_row, limit],
+    )

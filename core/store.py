@@ -1,0 +1,201 @@
+"""The workspace store: one DuckDB file, opened briefly by whoever needs it.
+
+DuckDB lets one process hold a database file at a time. The UI, the CLI and background workers are
+separate processes, so nobody keeps the file open: every unit of work opens it, does one transaction
+and closes it, and a process that finds the file locked waits and retries. Scoring commits a batch
+every few seconds, so the UI waits at most that long; a long ingest makes others wait, never fail.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import threading
+import time
+from collections.abc import Iterator
+
+import duckdb
+
+from core.config import resolve_db_path
+from core.errors import InputError
+
+# Base columns of `scores`; every registered measure adds one DOUBLE column (see core.measures).
+SCORE_COLUMNS = ["n_bytes", "n_tokens", "bits_total", "bits_per_token", "bits_per_byte"]
+
+SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS datasets (
+        name VARCHAR PRIMARY KEY,
+        source VARCHAR NOT NULL,
+        format VARCHAR NOT NULL,
+        text_column VARCHAR NOT NULL,
+        id_column VARCHAR,
+        n_samples BIGINT NOT NULL,
+        n_rows_read BIGINT NOT NULL,
+        n_skipped BIGINT NOT NULL,
+        n_replaced_bytes BIGINT NOT NULL,
+        n_bytes BIGINT NOT NULL,
+        columns JSON NOT NULL,
+        meta_table VARCHAR NOT NULL,
+        fingerprint VARCHAR NOT NULL,
+        created_at TIMESTAMP NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS samples (
+        dataset VARCHAR NOT NULL,
+        sample_id VARCHAR NOT NULL,
+        row_idx BIGINT NOT NULL,
+        text VARCHAR NOT NULL,
+        n_bytes BIGINT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS runs (
+        run_id VARCHAR PRIMARY KEY,
+        dataset VARCHAR NOT NULL,
+        fingerprint VARCHAR NOT NULL,
+        engine VARCHAR NOT NULL,
+        model VARCHAR NOT NULL,
+        model_hash VARCHAR,
+        settings JSON NOT NULL,
+        config_key VARCHAR NOT NULL,
+        status VARCHAR NOT NULL,
+        n_total BIGINT,
+        n_done BIGINT DEFAULT 0,
+        tokens_done BIGINT DEFAULT 0,
+        bytes_done BIGINT DEFAULT 0,
+        tokens_per_s DOUBLE,
+        seconds DOUBLE DEFAULT 0,
+        device VARCHAR,
+        dtype VARCHAR,
+        pid INTEGER,
+        error VARCHAR,
+        created_at TIMESTAMP NOT NULL,
+        started_at TIMESTAMP,
+        updated_at TIMESTAMP,
+        finished_at TIMESTAMP
+    )""",
+    f"""CREATE TABLE IF NOT EXISTS scores (
+        run_id VARCHAR NOT NULL,
+        sample_id VARCHAR NOT NULL,
+        {", ".join(f"{c} {'DOUBLE' if c.startswith('bits') else 'BIGINT'}" for c in SCORE_COLUMNS)}
+    )""",
+    """CREATE TABLE IF NOT EXISTS probe_samples (
+        model_hash VARCHAR NOT NULL,
+        fingerprint VARCHAR NOT NULL,
+        sample_id VARCHAR NOT NULL,
+        role VARCHAR NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS jobs (
+        job_id VARCHAR PRIMARY KEY,
+        kind VARCHAR NOT NULL,
+        ref VARCHAR,
+        argv JSON NOT NULL,
+        pid INTEGER,
+        status VARCHAR NOT NULL,
+        log_path VARCHAR,
+        message VARCHAR,
+        created_at TIMESTAMP NOT NULL,
+        finished_at TIMESTAMP
+    )""",
+]
+
+_LOCK_HINTS = ("could not set lock", "conflicting lock")
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_schema_ready: set[str] = set()
+_schema_guard = threading.Lock()
+
+
+def quote_ident(name: str) -> str:
+    """Double-quote an SQL identifier (column names come from users' files)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def measure_columns() -> list[str]:
+    """Extra score columns, one per registered measure; empty until the registry exists."""
+    try:
+        from core.measures import registry
+    except ImportError:
+        return []
+    return [m.name for m in registry.all_measures() if m.name not in SCORE_COLUMNS]
+
+
+class Store:
+    """A handle on one workspace file; cheap to create, holds no connection."""
+
+    def __init__(self, path: str | os.PathLike | None = None, lock_timeout: float | None = None):
+        self.path = resolve_db_path(path)
+        self.lock_timeout = (
+            lock_timeout
+            if lock_timeout is not None
+            else float(os.environ.get("INFOPRUNE_LOCK_TIMEOUT", "300"))
+        )
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.path)!r})"
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Open the file (waiting while another process holds it), yield, close."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        con = _open_with_retry(str(self.path), self.lock_timeout)
+        try:
+            self._ensure_schema(con)
+            yield con
+        finally:
+            con.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """One all-or-nothing unit of work: committed on success, rolled back on any error."""
+        with self.connect() as con:
+            con.begin()
+            try:
+                yield con
+            except BaseException:
+                con.rollback()
+                raise
+            con.commit()
+
+    def query(self, sql: str, params: list | tuple | None = None) -> list[tuple]:
+        """Run one parameterised query and return all rows."""
+        with self.connect() as con:
+            return con.execute(sql, params or []).fetchall()
+
+    def query_df(self, sql: str, params: list | tuple | None = None):
+        """Run one parameterised query and return a pandas DataFrame."""
+        with self.connect() as con:
+            return con.execute(sql, params or []).df()
+
+    def _ensure_schema(self, con: duckdb.DuckDBPyConnection) -> None:
+        key = str(self.path.resolve())
+        extra = measure_columns()
+        token = key + "|" + ",".join(extra)
+        if token in _schema_ready:
+            return
+        with _schema_guard:
+            for ddl in SCHEMA:
+                con.execute(ddl)
+            for col in extra:
+                if not _IDENT.match(col):
+                    raise ValueError(f"measure name {col!r} is not a plain identifier")
+                con.execute(f"ALTER TABLE scores ADD COLUMN IF NOT EXISTS {col} DOUBLE")
+            _schema_ready.add(token)
+
+
+def _open_with_retry(path: str, timeout: float) -> duckdb.DuckDBPyConnection:
+    deadline = time.monotonic() + timeout
+    delay = 0.02
+    while True:
+        try:
+            return duckdb.connect(path)
+        except duckdb.IOException as exc:
+            msg = str(exc).lower()
+            if not any(h in msg for h in _LOCK_HINTS):
+                raise InputError(
+                    f"cannot open the store {path}: {str(exc).splitlines()[0]}"
+                ) from exc
+            if time.monotonic() > deadline:
+                raise InputError(
+                    f"the store {path} stayed locked by another process for {timeout:.0f} s "
+                    "— wait for it to finish or stop it, then retry"
+                ) from exc
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.5)
