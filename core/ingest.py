@@ -93,7 +93,7 @@ def ingest_dataset(
     replace: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> IngestReport:
-    """Read SOURCE and store it as dataset NAME in one transaction; raise InputError on bad input."""
+    """Read SOURCE and store it as dataset NAME in one transaction (InputError on bad input)."""
     check_dataset_name(name)
     if limit is not None and limit <= 0:
         raise InputError("--limit must be a positive number of rows")

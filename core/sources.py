@@ -183,7 +183,9 @@ def _duckdb_source(kind: str, location: str, files: list[str], limit: int | None
             yield from _read_duckdb(sql_for(repaired or files))
         except _InvalidUtf8:
             if kind == "parquet" or repaired:
-                raise InputError(f"{location}: text is not valid UTF-8 and cannot be repaired")
+                raise InputError(
+                    f"{location}: text is not valid UTF-8 and cannot be repaired"
+                ) from None
             # Repair a copy of each file (invalid bytes -> U+FFFD, counted); the caller restarts.
             repaired.extend(str(_repaired_copy(Path(p), src)) for p in files)
             raise RetryWithRepair() from None
