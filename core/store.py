@@ -61,6 +61,8 @@ SCHEMA = [
         n_done BIGINT DEFAULT 0,
         tokens_done BIGINT DEFAULT 0,
         bytes_done BIGINT DEFAULT 0,
+        bytes_total BIGINT,
+        last_row_idx BIGINT DEFAULT -1,
         tokens_per_s DOUBLE,
         seconds DOUBLE DEFAULT 0,
         device VARCHAR,

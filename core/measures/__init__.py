@@ -1,0 +1,1 @@
+"""Information measures stored with every scoring run; see registry.py for the list."""
