@@ -64,13 +64,31 @@ def drop_dataset(store: Store, name: str) -> None:
         con.execute(f"DROP TABLE IF EXISTS {quote_ident(info.meta_table)}")
 
 
-def sample_preview(store: Store, name: str, limit: int = 50, offset: int = 0) -> pd.DataFrame:
-    """A page of samples in source order, with the first characters of their text."""
-    return store.query_df(
-        "SELECT sample_id, n_bytes, left(text, 300) AS text FROM samples WHERE dataset = ? "
-        "ORDER BY row_idx LIMIT ? OFFSET ?",
-        [name, limit, offset],
-    )
+def sample_page(
+    store: Store,
+    name: str,
+    contains: str | None,
+    limit: int,
+    offset: int,
+    sample_id: str | None = None,
+) -> tuple[pd.DataFrame, int]:
+    """A page of samples in source order (optionally filtered), and how many match in all."""
+    where = "dataset = ?"
+    params: list = [name]
+    if contains:
+        where += " AND contains(lower(text), lower(?))"
+        params.append(contains)
+    if sample_id is not None:
+        where += " AND sample_id = ?"
+        params.append(sample_id)
+    with store.connect() as con:
+        total = con.execute(f"SELECT count(*) FROM samples WHERE {where}", params).fetchall()[0][0]
+        df = con.execute(
+            f"SELECT sample_id, n_bytes, text FROM samples WHERE {where} "
+            "ORDER BY row_idx LIMIT ? OFFSET ?",
+            [*params, limit, offset],
+        ).df()
+    return df, total
 
 
 def read_texts_after(

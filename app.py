@@ -1,0 +1,151 @@
+"""infoprune's Streamlit entry point: the home page and the navigation to each step.
+
+Run `streamlit run app.py` (optionally `-- --db PATH`). On first start with an empty store the
+bundled sample corpus is ingested, so there is data to look at straight away.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import streamlit as st
+
+ROOT = Path(__file__).resolve().parent
+SAMPLE_CORPUS = ROOT / "sample_data" / "corpus.parquet"
+SAMPLE_NAME = "sample"
+
+
+def _apply_cli_args() -> None:
+    parser = argparse.ArgumentParser(prog="streamlit run app.py --")
+    parser.add_argument("--db", help="workspace DuckDB file")
+    args, _ = parser.parse_known_args(sys.argv[1:])
+    if args.db:
+        os.environ["INFOPRUNE_DB"] = args.db
+
+
+_apply_cli_args()
+
+from core.datasets import list_datasets  # noqa: E402
+from core.errors import InputError  # noqa: E402
+from core.ingest import ingest_dataset  # noqa: E402
+from pages.common import fmt_int, get_store  # noqa: E402
+
+
+@st.cache_resource(show_spinner="First start: ingesting the bundled sample corpus…")
+def ensure_sample_dataset(db_path: str) -> str | None:
+    """Ingest the sample corpus once per store when the store is empty."""
+    store = get_store()
+    if not list_datasets(store).empty or not SAMPLE_CORPUS.exists():
+        return None
+    try:
+        return ingest_dataset(store, str(SAMPLE_CORPUS), SAMPLE_NAME, id_column="id").line()
+    except InputError as exc:  # e.g. another session ingested it a moment earlier
+        return str(exc)
+
+
+def home() -> None:
+    store = get_store()
+    st.title("infoprune")
+    st.caption(
+        "How much information does each sample carry? Score a dataset with a small language "
+        "model (the paper's *data probe*), look at the least and most informative samples, "
+        "tune a pruning ratio and export the curated subset."
+    )
+    datasets = list_datasets(store)
+    st.subheader("Datasets in this workspace")
+    st.caption(f"Store: `{store.path}`")
+    if datasets.empty:
+        st.info("The store is empty — ingest a dataset below.")
+    else:
+        st.dataframe(
+            datasets[["name", "samples", "mb", "skipped", "replaced_bytes", "format", "source"]],
+            hide_index=True,
+            width="stretch",
+            column_config={"mb": st.column_config.NumberColumn("MB of text", format="%.2f")},
+        )
+        st.caption(
+            f"{fmt_int(datasets['samples'].sum())} samples in {len(datasets)} dataset(s). "
+            "Next: **Score** a dataset, then **Explore** and **Prune & Export**."
+        )
+    ingest_form(store)
+
+
+def ingest_form(store) -> None:
+    st.subheader("Add a dataset")
+    with st.form("ingest"):
+        name = st.text_input("Name", placeholder="my-corpus")
+        source = st.text_input(
+            "Path, glob or hub id",
+            placeholder="/data/shard-*.parquet · corpus.jsonl.gz · ./txt_folder · user/dataset",
+        )
+        upload = st.file_uploader(
+            "…or upload a file",
+            type=["jsonl", "json", "gz", "zst", "parquet", "csv", "tsv"],
+        )
+        c1, c2, c3 = st.columns(3)
+        text_column = c1.text_input("Text column (auto if empty)")
+        id_column = c2.text_input("Id column (row position if empty)")
+        split = c3.text_input("Split (datasets with splits)")
+        c4, c5 = st.columns(2)
+        limit = c4.number_input("Read at most N rows (0 = all)", min_value=0, step=1000)
+        replace = c5.checkbox("Replace a dataset of the same name")
+        submitted = st.form_submit_button("Ingest", type="primary")
+    if not submitted:
+        return
+    tmp_path = None
+    try:
+        if upload is not None:
+            suffix = "".join(Path(upload.name).suffixes)
+            with tempfile.NamedTemporaryFile(delete=False, suffix=suffix) as tmp:
+                tmp.write(upload.getbuffer())
+                tmp_path = tmp.name
+            source = tmp_path
+        if not source:
+            st.error("Give a path, glob or hub id, or upload a file.")
+            return
+        with st.spinner("Ingesting…"):
+            report = ingest_dataset(
+                store,
+                source,
+                name.strip(),
+                text_column=text_column or None,
+                id_column=id_column or None,
+                split=split or None,
+                limit=int(limit) or None,
+                replace=replace,
+            )
+        st.success(report.line())
+        st.session_state["current_dataset"] = report.name
+    except InputError as exc:
+        st.error(str(exc))
+    finally:
+        if tmp_path:
+            Path(tmp_path).unlink(missing_ok=True)
+
+
+st.set_page_config(page_title="infoprune", page_icon="✂️", layout="wide")
+first_start = ensure_sample_dataset(str(get_store().path))
+if first_start:
+    st.toast(first_start)
+
+PAGES = [
+    ("pages/1_Data.py", "Data", "📄"),
+    ("pages/2_Score.py", "Score", "⚙️"),
+    ("pages/3_Explore.py", "Explore", "🔎"),
+    ("pages/4_Prune_and_Export.py", "Prune & Export", "✂️"),
+    ("pages/5_Compare.py", "Compare measures", "📊"),
+    ("pages/6_Validate.py", "Validate", "🧪"),
+]
+nav = st.navigation(
+    [st.Page(home, title="Home", icon="🏠", default=True)]
+    + [
+        st.Page(path, title=title, icon=icon)
+        for path, title, icon in PAGES
+        if (ROOT / path).exists()
+    ]
+)
+nav.run()
