@@ -132,3 +132,13 @@ def read_log_tail(log_path: str | None, n_lines: int = 20) -> str:
     data = Path(log_path).read_bytes()[-20000:].decode("utf-8", "replace")
     lines = [ln.rsplit("\r", 1)[-1] for ln in data.splitlines()]
     return "\n".join([ln for ln in lines if ln.strip()][-n_lines:])
+
+
+def job_error(store: Store, job_id: str) -> str | None:
+    """The `error:` line a finished job printed, or None while it runs or if it had none."""
+    rows = store.query("SELECT pid, log_path FROM jobs WHERE job_id = ?", [job_id])
+    if not rows or pid_is_ours(rows[0][0]):
+        return None
+    reap_children()
+    errors = [ln for ln in read_log_tail(rows[0][1], 50).splitlines() if "error:" in ln]
+    return errors[-1].strip() if errors else None

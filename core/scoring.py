@@ -379,7 +379,9 @@ def list_runs(store: Store, dataset: str | None = None):
     """Runs newest first, with live status: a 'running' run whose process is gone is 'stopped'."""
     df = store.query_df(
         "SELECT run_id, dataset, model, status, n_done, n_total, tokens_per_s, seconds, device, "
-        "dtype, settings, model_hash, pid, error, created_at, finished_at FROM runs "
+        "dtype, settings, model_hash, pid, error, created_at, finished_at, "
+        "CASE WHEN bytes_done > 0 AND bytes_total > bytes_done "
+        "THEN seconds * (bytes_total - bytes_done) / bytes_done END AS eta_s FROM runs "
         + ("WHERE dataset = ? " if dataset else "")
         + "ORDER BY created_at DESC",
         [dataset] if dataset else [],
