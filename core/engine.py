@@ -1,0 +1,474 @@
+"""Information content -log2 q(x) of text samples under a causal LM: exact, batched, fast on CPU.
+
+Every sample is scored whole: sequences longer than the window are split into overlapping windows
+(the fixed-length perplexity recipe) so each token is predicted once, with at least W - S tokens of
+left context. Two forward paths give the same numbers: a generic one for any Hugging Face causal LM
+(windows as padded rows) and a lean GPT-2 one that packs windows back to back with no padding.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from core.errors import InputError
+
+LN2 = math.log(2.0)
+DTYPES = ("float32", "bfloat16", "float16")
+# Head chunks: [rows, vocab_cols] logits are all that is ever materialised (~64 MB in fp32).
+HEAD_ROWS = 2048
+HEAD_COLS = 8192
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """How to score; the defaults suit a CPU and any model."""
+
+    window: int | None = None  # W: positions per window; None = the model's maximum
+    stride: int | None = None  # S; None = W // 2
+    max_batch_tokens: int = 8192  # token budget per forward batch (rows * row length)
+    dtype: str = "auto"  # auto|float32|bfloat16|float16
+    device: str = "auto"  # auto|cpu|cuda|cuda:N|mps
+    fast_path: bool = True  # use the packed GPT-2 forward when the model allows it
+    compile: bool = False  # torch.compile the fast path's layers (slow first call, disk cache)
+
+
+@dataclass(frozen=True)
+class SampleScore:
+    n_tokens: int  # tokens predicted
+    bits_total: float  # -sum log2 q(w_i | w_<i) over predicted tokens
+
+
+def plan_windows(n: int, window: int, stride: int) -> list[tuple[int, int, int]]:
+    """(start, end, first_scored) per window so that every position 1..n-1 is scored exactly once.
+
+    Windows start at 0, S, 2S, ...; a position is scored by the first window holding it, and a
+    window's first position is context only. A stride of W therefore acts as W - 1: without one
+    token of overlap the first token of each window would never be predicted.
+    """
+    if window < 2 or stride < 1:
+        raise ValueError(f"need window >= 2 and stride >= 1, got {window}, {stride}")
+    step = min(stride, window - 1)
+    plan = []
+    start, scored_to = 0, 1
+    while scored_to < n:
+        end = min(start + window, n)
+        plan.append((start, end, scored_to))
+        scored_to = end
+        start += step
+    return plan
+
+
+def prefix_token(tokenizer) -> int | None:
+    """The token every sample starts with, so that its first real token is predicted too."""
+    if tokenizer.bos_token_id is not None:
+        return tokenizer.bos_token_id
+    return tokenizer.eos_token_id
+
+
+def sequence_for(tokenizer, text: str) -> tuple[list[int], int]:
+    """Token ids the model sees for one sample, and how many of them are predicted."""
+    ids = tokenizer(text, add_special_tokens=False, verbose=False).input_ids
+    return _with_prefix(list(ids), prefix_token(tokenizer))
+
+
+def _with_prefix(ids: list[int], prefix: int | None) -> tuple[list[int], int]:
+    seq = ids if prefix is None else [prefix, *ids]
+    return seq, max(len(seq) - 1, 0)
+
+
+def model_max_positions(model) -> int | None:
+    """The longest sequence the model was built for, from its config."""
+    cfg = model.config
+    for name in ("max_position_embeddings", "n_positions", "n_ctx", "seq_length"):
+        value = getattr(cfg, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def naive_score(model, tokenizer, text: str, window: int, stride: int) -> SampleScore:
+    """The oracle: one window at a time, float32 log-softmax over full logits, no batching."""
+    seq, n_pred = sequence_for(tokenizer, text)
+    device = next(model.parameters()).device
+    total = 0.0
+    with torch.inference_mode():
+        for start, end, first in plan_windows(len(seq), window, stride):
+            ids = torch.tensor([seq[start:end]], device=device)
+            logp = model(ids).logits[0].float().log_softmax(-1)
+            rel = first - start
+            total -= logp[rel - 1 : -1].gather(1, ids[0, rel:, None]).sum().item()
+    return SampleScore(n_pred, total / LN2)
+
+
+class Scorer:
+    """Scores many samples at once; batch composition never changes a sample's score."""
+
+    def __init__(self, model, tokenizer, settings: EngineSettings | None = None):
+        settings = settings or EngineSettings()
+        self.settings = settings
+        self.tokenizer = tokenizer
+        self.device = _resolve_device(settings.device)
+        self.dtype = _resolve_dtype(settings.dtype, self.device)
+        self.window, self.stride = _resolve_window(settings, model_max_positions(model))
+        if settings.max_batch_tokens < 1:
+            raise InputError("max_batch_tokens must be positive — pass --batch-tokens 8192")
+        if self.device == "cpu":
+            _set_cpu_threads()
+        model.eval()
+        self._prefix = prefix_token(tokenizer)
+        torch_dtype = getattr(torch, self.dtype)
+        if settings.fast_path and _Gpt2Packed.supports(model):
+            self._path = _Gpt2Packed(model, torch_dtype, self.device, settings.compile)
+        else:
+            self._path = _PaddedRows(model, torch_dtype, self.device)
+        self.path_name = type(self._path).__name__
+
+    def tokenize(self, texts: list[str]) -> list[list[int]]:
+        """Sequences as sequence_for builds them, in one batched tokenizer call."""
+        if not texts:
+            return []
+        enc = self.tokenizer(list(texts), add_special_tokens=False, verbose=False).input_ids
+        return [_with_prefix(list(ids), self._prefix)[0] for ids in enc]
+
+    def score_texts(self, texts: list[str]) -> list[SampleScore]:
+        return self.score_sequences(self.tokenize(texts))
+
+    def score_stream(self, chunks: Iterable[list[str]]) -> Iterator[list[SampleScore]]:
+        """Scores chunk after chunk while a thread reads and tokenises the next one.
+
+        The input iterator is advanced from that thread, one call at a time.
+        """
+        it = iter(chunks)
+
+        def next_tokenized():
+            texts = next(it, None)
+            return None if texts is None else self.tokenize(texts)
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenize") as pool:
+            pending = pool.submit(next_tokenized)
+            while (seqs := pending.result()) is not None:
+                pending = pool.submit(next_tokenized)
+                yield self.score_sequences(seqs)
+
+    def score_sequences(self, seqs: list[list[int]]) -> list[SampleScore]:
+        pieces = [
+            (i, seq[start:end], first - start)
+            for i, seq in enumerate(seqs)
+            for start, end, first in plan_windows(len(seq), self.window, self.stride)
+        ]
+        # Longest first: similar lengths share a batch, and an out-of-memory shows up at once.
+        pieces.sort(key=lambda p: len(p[1]), reverse=True)
+        totals = torch.zeros(len(seqs), dtype=torch.float64, device=self.device)
+        budget = self.settings.max_batch_tokens
+        done = 0
+        with torch.inference_mode():
+            while done < len(pieces):
+                batch = self._path.take_batch(pieces, done, budget)
+                try:
+                    sample_idx, nll = self._path.run(batch)
+                except torch.OutOfMemoryError:
+                    if not self.device.startswith("cuda") or len(batch) == 1:
+                        raise
+                    torch.cuda.empty_cache()
+                    budget = max(budget // 2, 1)
+                    continue
+                totals.index_add_(0, sample_idx, nll.double())
+                done += len(batch)
+        bits = (totals / LN2).tolist()
+        return [
+            SampleScore(max(len(s) - 1, 0), b if len(s) > 1 else 0.0)
+            for s, b in zip(seqs, bits, strict=True)
+        ]
+
+
+def _resolve_device(name: str) -> str:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        return "mps" if torch.backends.mps.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise InputError(
+                f"device {name} requested but torch sees no CUDA GPU — pass --device cpu"
+            )
+        return name
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise InputError("device mps requested but it is not available — pass --device cpu")
+    if name not in ("cpu", "mps"):
+        raise InputError(f"unknown device {name!r} — pass --device auto, cpu, cuda, cuda:N or mps")
+    return name
+
+
+def _cpu_has_fast_bf16() -> bool:
+    """x86 with native bf16 dot products (AVX512-bf16, AMX); elsewhere bf16 is emulated, slow."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def _resolve_dtype(name: str, device: str) -> str:
+    if name == "auto":
+        if device.startswith("cuda"):
+            return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+        return "bfloat16" if device == "cpu" and _cpu_has_fast_bf16() else "float32"
+    if name not in DTYPES:
+        raise InputError(f"unknown dtype {name!r} — pass --dtype auto, {', '.join(DTYPES)}")
+    if device == "mps" and name == "bfloat16":
+        raise InputError("mps supports float32 and float16 only — pass --dtype float16")
+    return name
+
+
+def _resolve_window(settings: EngineSettings, max_pos: int | None) -> tuple[int, int]:
+    window = settings.window or max_pos
+    if window is None:
+        raise InputError("the model does not state its maximum positions — pass --window")
+    if max_pos is not None and window > max_pos:
+        raise InputError(
+            f"window {window} exceeds the model's maximum of {max_pos} positions"
+            f" — pass --window {max_pos} or less"
+        )
+    if window < 2:
+        raise InputError(
+            f"window {window} is too small to predict anything — pass --window 2 or more"
+        )
+    stride = settings.stride or window // 2
+    if not 1 <= stride <= window:
+        raise InputError(f"stride {stride} must be between 1 and the window {window}")
+    return window, stride
+
+
+def _set_cpu_threads() -> None:
+    """One thread per core we may run on, unless OMP_NUM_THREADS says otherwise."""
+    if "OMP_NUM_THREADS" in os.environ:
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if cores and cores < torch.get_num_threads():
+        torch.set_num_threads(cores)
+
+
+def _output_matrix(weight: torch.Tensor, bias, dtype, device):
+    """The LM head as (weight, bias) in the compute dtype, centred when reduced precision.
+
+    Log-softmax ignores a common offset, but in bf16 a large shared component of the output rows
+    costs precision (measured up to 3.5e-3 relative on trained weights); subtracting the mean row
+    removes it for free. Centring is done in fp32, before the cast.
+    """
+    w = weight.detach().to(device=device, dtype=torch.float32)
+    if dtype != torch.float32:
+        w = w - w.mean(0, keepdim=True)
+    b = None if bias is None else bias.detach().to(device=device, dtype=torch.float32)
+    return w.to(dtype).contiguous(), b
+
+
+def _chunk_lse(logits: torch.Tensor) -> torch.Tensor:
+    return logits.float().logsumexp(-1)
+
+
+def _head_nll(h, targets, weight, bias, lse_fn=_chunk_lse) -> torch.Tensor:
+    """-log q(target | h) in nats, fp32, without materialising [positions, vocabulary] logits."""
+    out = torch.empty(h.shape[0], dtype=torch.float32, device=h.device)
+    for r0 in range(0, h.shape[0], HEAD_ROWS):
+        hc = h[r0 : r0 + HEAD_ROWS]
+        lse = None
+        for c0 in range(0, weight.shape[0], HEAD_COLS):
+            b = None if bias is None else bias[c0 : c0 + HEAD_COLS].to(hc.dtype)
+            part = lse_fn(F.linear(hc, weight[c0 : c0 + HEAD_COLS], b))
+            lse = part if lse is None else torch.logaddexp(lse, part)
+        tc = targets[r0 : r0 + HEAD_ROWS]
+        # The target logit in fp32 from the same (rounded) operands as the log-sum-exp.
+        tgt = (hc.float() * weight[tc].float()).sum(-1)
+        if bias is not None:
+            tgt = tgt + bias[tc]
+        out[r0 : r0 + HEAD_ROWS] = lse - tgt
+    return out
+
+
+def _to_device(t: torch.Tensor, device: str) -> torch.Tensor:
+    if device.startswith("cuda"):
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
+class _PaddedRows:
+    """Any Hugging Face causal LM: windows as right-padded rows, the head done here in chunks."""
+
+    def __init__(self, model, dtype: torch.dtype, device: str):
+        param = next(model.parameters())
+        if param.dtype != dtype or str(param.device) != str(torch.device(device)):
+            # A copy, so the caller's model (e.g. the fp32 oracle) is left as it was.
+            model = copy.deepcopy(model).to(device=device, dtype=dtype)
+        self.model = model
+        self.device = device
+        self.base = model.base_model
+        head = model.get_output_embeddings()
+        # Models that post-process logits (soft-capping, scaling) keep their own head.
+        self.own_head = (
+            self.base is not model
+            and isinstance(head, torch.nn.Linear)
+            and not any(
+                getattr(model.config, k, None)
+                for k in ("final_logit_softcapping", "logit_scale", "logits_scaling")
+            )
+        )
+        if self.own_head:
+            self.weight, self.bias = _output_matrix(head.weight, head.bias, dtype, device)
+
+    @staticmethod
+    def take_batch(pieces, i: int, budget: int):
+        """Rows from pieces[i:] (longest first) while rows * longest row fits the budget."""
+        rows = max(budget // len(pieces[i][1]), 1)
+        return pieces[i : i + rows]
+
+    def run(self, batch):
+        width = len(batch[0][1])
+        ids = torch.zeros(len(batch), width, dtype=torch.long)
+        mask = torch.zeros(len(batch), width, dtype=torch.long)
+        hid, tgt, owner = [], [], []
+        for r, (sample, toks, rel) in enumerate(batch):
+            n = len(toks)
+            ids[r, :n] = torch.tensor(toks)
+            mask[r, :n] = 1
+            hid.extend(range(r * width + rel - 1, r * width + n - 1))
+            tgt.extend(toks[rel:])
+            owner.extend([sample] * (n - rel))
+        ids, mask = _to_device(ids, self.device), _to_device(mask, self.device)
+        hid, tgt = (_to_device(torch.tensor(x), self.device) for x in (hid, tgt))
+        owner = _to_device(torch.tensor(owner), self.device)
+        if self.own_head:
+            h = self.base(input_ids=ids, attention_mask=mask, use_cache=False)[0]
+            nll = _head_nll(h.flatten(0, 1)[hid], tgt, self.weight, self.bias)
+        else:
+            logits = self.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+            logp = logits.flatten(0, 1)[hid].float().log_softmax(-1)
+            nll = -logp.gather(1, tgt[:, None])[:, 0]
+        return owner, nll
+
+
+class _Gpt2Packed:
+    """GPT-2 re-implemented lean: windows packed back to back, fp32 residual, matmuls in dtype.
+
+    Linear layers run on all tokens of the batch as one [tokens, width] matrix (no padding); only
+    attention needs the window boundaries: each run of equal-length windows is one causal SDPA call
+    with positions restarting at 0, which is exactly what the model computes for a lone window.
+    """
+
+    ACTIVATIONS = {"gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu": "none"}
+
+    @classmethod
+    def supports(cls, model) -> bool:
+        cfg = model.config
+        return (
+            type(model).__name__ == "GPT2LMHeadModel"
+            and cfg.activation_function in cls.ACTIVATIONS
+            and not getattr(cfg, "add_cross_attention", False)
+            and getattr(model.lm_head, "bias", None) is None
+        )
+
+    def __init__(self, model, dtype: torch.dtype, device: str, compile_layers: bool):
+        cfg = model.config
+        tr = model.transformer
+        self.device = device
+        self.dtype = dtype
+        self.heads = cfg.n_head
+        self.eps = cfg.layer_norm_epsilon
+        self.gelu = self.ACTIVATIONS[cfg.activation_function]
+
+        def f32(t):
+            return t.detach().to(device=device, dtype=torch.float32)
+
+        def lin(conv):  # Conv1D stores [in, out]; F.linear wants [out, in]
+            return conv.weight.detach().t().to(device=device, dtype=dtype).contiguous(), (
+                conv.bias.detach().to(device=device, dtype=dtype)
+            )
+
+        self.wte, self.wpe = f32(tr.wte.weight), f32(tr.wpe.weight)
+        head_dim = cfg.n_embd // cfg.n_head
+        self.layers = []
+        for i, block in enumerate(tr.h):
+            scale = head_dim**-0.5 if cfg.scale_attn_weights else 1.0
+            if cfg.scale_attn_by_inverse_layer_idx:
+                scale /= i + 1
+            self.layers.append(
+                (
+                    (f32(block.ln_1.weight), f32(block.ln_1.bias)),
+                    lin(block.attn.c_attn),
+                    lin(block.attn.c_proj),
+                    (f32(block.ln_2.weight), f32(block.ln_2.bias)),
+                    lin(block.mlp.c_fc),
+                    lin(block.mlp.c_proj),
+                    scale,
+                )
+            )
+        self.ln_f = (f32(tr.ln_f.weight), f32(tr.ln_f.bias))
+        self.weight, self.bias = _output_matrix(model.lm_head.weight, None, dtype, device)
+        self._pre_attn, self._post_attn = self._pre_attn_eager, self._post_attn_eager
+        self._lse = _chunk_lse
+        if compile_layers:
+            self._pre_attn = torch.compile(self._pre_attn_eager, dynamic=True)
+            self._post_attn = torch.compile(self._post_attn_eager, dynamic=True)
+            self._lse = torch.compile(_chunk_lse, dynamic=True)
+
+    @staticmethod
+    def take_batch(pieces, i: int, budget: int):
+        """Pieces from pieces[i:] while their tokens fit the budget (at least one)."""
+        j, used = i, 0
+        while j < len(pieces) and (j == i or used + len(pieces[j][1]) <= budget):
+            used += len(pieces[j][1])
+            j += 1
+        return pieces[i:j]
+
+    def run(self, batch):
+        ids, pos, hid, tgt, owner, groups = [], [], [], [], [], []
+        for sample, toks, rel in batch:
+            off, n = len(ids), len(toks)
+            ids.extend(toks)
+            pos.extend(range(n))
+            hid.extend(range(off + rel - 1, off + n - 1))
+            tgt.extend(toks[rel:])
+            owner.extend([sample] * (n - rel))
+            if groups and groups[-1][1] == n:
+                groups[-1][2] += 1
+            else:
+                groups.append([off, n, 1])
+        dev = self.device
+        ids, pos, hid, tgt, owner = (
+            _to_device(torch.tensor(x), dev) for x in (ids, pos, hid, tgt, owner)
+        )
+        x = self.wte[ids] + self.wpe[pos]
+        for layer in self.layers:
+            x = self._layer(x, layer, groups)
+        h = F.layer_norm(x[hid], x.shape[-1:], *self.ln_f, self.eps).to(self.dtype)
+        return owner, _head_nll(h, tgt, self.weight, self.bias, self._lse)
+
+    def _layer(self, x, layer, groups):
+        ln1, qkv, out, ln2, fc, proj, scale = layer
+        qkv = self._pre_attn(x, ln1, qkv)
+        att = torch.empty(x.shape, dtype=self.dtype, device=x.device)
+        for off, n, count in groups:
+            span = slice(off, off + n * count)
+            q, k, v = qkv[span].view(count, n, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+            a = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
+            att[span] = a.transpose(1, 2).reshape(n * count, -1)
+        return self._post_attn(x, att, out, ln2, fc, proj)
+
+    def _pre_attn_eager(self, x, ln1, qkv):
+        return F.linear(F.layer_norm(x, x.shape[-1:], *ln1, self.eps).to(self.dtype), *qkv)
+
+    def _post_attn_eager(self, x, att, out, ln2, fc, proj):
+        x = x + F.linear(att, *out)
+        h = F.layer_norm(x, x.shape[-1:], *ln2, self.eps).to(self.dtype)
+        return x + F.linear(F.gelu(F.linear(h, *fc), approximate=self.gelu), *proj)

@@ -1,0 +1,222 @@
+"""The scoring engine against the one-sample float32 oracle, on tiny random models."""
+
+import pytest
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (
+    GPT2Config,
+    GPT2LMHeadModel,
+    GPTNeoXConfig,
+    GPTNeoXForCausalLM,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+)
+
+from core.engine import EngineSettings, Scorer, naive_score, plan_windows, sequence_for
+from core.errors import InputError
+
+EOT = "<|endoftext|>"
+MAX_POS = 64
+CORPUS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Information content is the number of bits an ideal coder spends on a sample.",
+    "def score(text): return -sum(log2(q(w)) for w in text)",
+    "Redundant boilerplate compresses well; rare facts do not.",
+]
+TEXTS = [
+    "a",  # one token: predicted from the prefix alone
+    "",  # nothing to predict
+    "fox",
+    "The quick brown fox.",
+    " ".join(CORPUS),  # several windows
+    " ".join(CORPUS * 3) + " Zebra quokka!",  # many windows, bytes unseen in training
+    "Information content",
+]
+
+
+def make_tokenizer(**special) -> PreTrainedTokenizerFast:
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=320, special_tokens=[EOT], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(CORPUS, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, **special)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    # Tiny matmuls gain nothing from threads, and OpenMP barriers stall on a busy machine.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return make_tokenizer(bos_token=EOT, eos_token=EOT)
+
+
+def make_model(kind: str, vocab: int):
+    torch.manual_seed(0)
+    common = {"vocab_size": vocab, "bos_token_id": 0, "eos_token_id": 0}
+    if kind.startswith("gpt2"):
+        variant = (
+            {"activation_function": "gelu", "scale_attn_by_inverse_layer_idx": True}
+            if kind == "gpt2-variant"
+            else {}
+        )
+        cfg = GPT2Config(n_layer=2, n_embd=32, n_head=4, n_positions=MAX_POS, **variant, **common)
+        model = GPT2LMHeadModel(cfg)
+    elif kind == "neox":
+        cfg = GPTNeoXConfig(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=MAX_POS,
+            **common,
+        )
+        model = GPTNeoXForCausalLM(cfg)
+    else:
+        cfg = LlamaConfig(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=MAX_POS,
+            **common,
+        )
+        model = LlamaForCausalLM(cfg)
+    # Random init gives near-uniform predictions; larger weights make the scores differ per token.
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.mul_(8.0)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def lms(tokenizer):
+    return {k: make_model(k, len(tokenizer)) for k in ("gpt2", "gpt2-variant", "neox", "llama")}
+
+
+def rel_errors(got, ref):
+    assert [g.n_tokens for g in got] == [r.n_tokens for r in ref]
+    pairs = zip(got, ref, strict=True)
+    return [abs(g.bits_total - r.bits_total) / r.bits_total for g, r in pairs if r.n_tokens]
+
+
+@pytest.mark.parametrize("n", range(0, 50))
+@pytest.mark.parametrize("window,stride", [(16, 8), (16, 16), (16, 5), (2, 1), (7, 3)])
+def test_plan_scores_every_position_once_with_max_context(n, window, stride):
+    plan = plan_windows(n, window, stride)
+    step = min(stride, window - 1)
+    scored = [p for start, end, first in plan for p in range(first, end)]
+    assert scored == list(range(1, n))
+    for k, (start, end, first) in enumerate(plan):
+        assert start == k * step and end - start <= window and start < first < end
+        # The first window that holds a position is the one with the most context for it.
+        assert first - start >= min(first, window - step)
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "gpt2-variant", "neox", "llama"])
+@pytest.mark.parametrize("window,stride", [(16, 8), (16, 16), (16, 5)])
+def test_float32_matches_oracle_for_any_batch_composition(lms, tokenizer, kind, window, stride):
+    model = lms[kind]
+    ref = [naive_score(model, tokenizer, t, window, stride) for t in TEXTS]
+    assert ref[4].n_tokens > 2 * window  # the long samples really span several windows
+    for budget in (16, 40, 4096):  # one window per batch .. everything in one batch
+        scorer = Scorer(
+            model,
+            tokenizer,
+            EngineSettings(window=window, stride=stride, max_batch_tokens=budget, dtype="float32"),
+        )
+        assert scorer.path_name == ("_Gpt2Packed" if kind.startswith("gpt2") else "_PaddedRows")
+        assert max(rel_errors(scorer.score_texts(TEXTS), ref)) < 1e-4
+        # Each sample alone and in reverse company: the score must not depend on its neighbours.
+        alone = [scorer.score_texts([t])[0] for t in TEXTS]
+        assert max(rel_errors(alone, ref)) < 1e-4
+        assert max(rel_errors(scorer.score_texts(TEXTS[::-1])[::-1], ref)) < 1e-4
+
+
+def test_generic_path_also_serves_gpt2(lms, tokenizer):
+    model = lms["gpt2"]
+    ref = [naive_score(model, tokenizer, t, 16, 8) for t in TEXTS]
+    settings = EngineSettings(window=16, stride=8, dtype="float32", fast_path=False)
+    scorer = Scorer(model, tokenizer, settings)
+    assert scorer.path_name == "_PaddedRows"
+    assert max(rel_errors(scorer.score_texts(TEXTS), ref)) < 1e-4
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama"])
+def test_bfloat16_stays_close_to_float32(lms, tokenizer, kind):
+    model = lms[kind]
+    ref = [naive_score(model, tokenizer, t, 32, 16) for t in TEXTS]
+    scorer = Scorer(model, tokenizer, EngineSettings(window=32, dtype="bfloat16"))
+    assert scorer.dtype == "bfloat16"
+    errors = rel_errors(scorer.score_texts(TEXTS), ref)
+    assert sum(errors) / len(errors) < 1e-3
+    # The engine copied the weights: the caller's model is still float32.
+    assert next(model.parameters()).dtype == torch.float32
+
+
+def test_zero_token_samples_score_zero(lms, tokenizer):
+    scorer = Scorer(lms["gpt2"], tokenizer, EngineSettings(window=16, dtype="float32"))
+    assert scorer.score_texts([]) == []
+    empty, one = scorer.score_texts(["", "a"])
+    assert (empty.n_tokens, empty.bits_total) == (0, 0.0)
+    assert one.n_tokens == 1 and one.bits_total > 0
+    assert scorer.score_sequences([[], [5]]) == [empty, empty]
+
+
+def test_prefix_is_bos_else_eos_else_nothing(lms):
+    text = "The quick brown fox."
+    ids = make_tokenizer()(text, add_special_tokens=False).input_ids
+    eot = make_tokenizer().convert_tokens_to_ids(EOT)
+
+    assert sequence_for(make_tokenizer(bos_token=EOT, eos_token=EOT), text) == (
+        [eot, *ids],
+        len(ids),
+    )
+    assert sequence_for(make_tokenizer(eos_token=EOT), text) == ([eot, *ids], len(ids))
+    bare = make_tokenizer()
+    assert sequence_for(bare, text) == (ids, len(ids) - 1)
+
+    # Without a prefix the first token is context only: a one-token sample predicts nothing.
+    scorer = Scorer(lms["gpt2"], bare, EngineSettings(window=16, dtype="float32"))
+    got = scorer.score_texts(["a", text])
+    assert (got[0].n_tokens, got[0].bits_total) == (0, 0.0)
+    assert rel_errors(got[1:], [naive_score(lms["gpt2"], bare, text, 16, 8)])[0] < 1e-4
+
+
+def test_stream_matches_one_call(lms, tokenizer):
+    scorer = Scorer(lms["neox"], tokenizer, EngineSettings(window=16, dtype="float32"))
+    chunks = [TEXTS[:3], [], TEXTS[3:]]
+    streamed = list(scorer.score_stream(iter(chunks)))
+    assert [len(c) for c in streamed] == [3, 0, len(TEXTS) - 3]
+    assert sum(streamed, []) == scorer.score_texts(TEXTS)
+
+
+def test_settings_are_validated(lms, tokenizer):
+    model = lms["gpt2"]
+    with pytest.raises(InputError) as err:
+        Scorer(model, tokenizer, EngineSettings(window=MAX_POS + 1))
+    assert str(err.value) == (
+        f"window {MAX_POS + 1} exceeds the model's maximum of {MAX_POS} positions"
+        f" — pass --window {MAX_POS} or less"
+    )
+    assert Scorer(model, tokenizer, EngineSettings()).window == MAX_POS
+    for bad in (
+        {"dtype": "float8"},
+        {"device": "tpu"},
+        {"window": 16, "stride": 17},
+        {"window": 1},
+        {"max_batch_tokens": 0},
+    ):
+        with pytest.raises(InputError):
+            Scorer(model, tokenizer, EngineSettings(**bad))
