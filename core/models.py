@@ -141,8 +141,11 @@ def load_model(
 ) -> LoadedModel:
     """Load model + tokenizer in float32 on the CPU; the engine moves and casts them."""
     import torch
+    import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
     path = resolve_model_dir(model, allow_pickle)
     check_model_dir(path, allow_pickle, trust_remote_code)
     try:

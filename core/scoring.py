@@ -108,25 +108,25 @@ def score_dataset(
     measures = [m for m in all_measures() if scorer is not None or not m.needs_model]
     settings["measures"] = [m.name for m in measures]
     settings["limit"] = opts.limit
-    config_key = hashlib.sha256(
-        json.dumps([info.fingerprint, model_hash, settings], sort_keys=True).encode()
-    ).hexdigest()[:24]
+    key = config_key(info.fingerprint, model_hash, settings)
 
-    run_id, status, last_row = _claim_run(store, info, opts, model_hash, settings, config_key)
+    run_id, status, last_row = claim_run(store, info, opts, model_hash, settings, key)
     if status == "done":
         return RunOutcome(run_id, "done", reused=True)
     try:
         if scorer is not None:
-            _record_probe_samples(store, opts.model, model_hash, info)
+            record_probe_samples(store, opts.model, model_hash, info)
         for m in measures:
             m.prepare(store, info)
         status = _score_chunks(
             store, run_id, info, scorer, measures, last_row, opts.limit, cancel, on_progress
         )
     except BaseException as exc:
-        _finish(store, run_id, "failed", error=str(exc).splitlines()[0] if str(exc) else repr(exc))
+        finish_run(
+            store, run_id, "failed", error=str(exc).splitlines()[0] if str(exc) else repr(exc)
+        )
         raise
-    _finish(store, run_id, status)
+    finish_run(store, run_id, status)
     return RunOutcome(run_id, status, reused=False)
 
 
@@ -160,8 +160,18 @@ def _prepare_model(opts: ScoreOptions):
     return scorer, lm.model_hash, settings
 
 
-def _claim_run(store, info: DatasetInfo, opts, model_hash, settings, config_key):
-    """Find the run with this configuration (reuse/resume it) or create one; mark it ours."""
+def config_key(fingerprint: str, model_hash: str | None, settings: dict) -> str:
+    """What identifies a run's numbers: the dataset, the weights and the resolved settings."""
+    return hashlib.sha256(
+        json.dumps([fingerprint, model_hash, settings], sort_keys=True).encode()
+    ).hexdigest()[:24]
+
+
+def claim_run(store, info: DatasetInfo, opts, model_hash, settings, config_key, device=None):
+    """Find the run with this configuration (reuse/resume it) or create one; mark it ours.
+
+    DEVICE labels the run when the scoring happens elsewhere (Ray workers), not on this machine.
+    """
     me = os.getpid()
     with store.transaction() as con:
         rows = con.execute(
@@ -204,7 +214,7 @@ def _claim_run(store, info: DatasetInfo, opts, model_hash, settings, config_key)
                 config_key,
                 n_total,
                 bytes_total,
-                _device_label(opts),
+                device or _device_label(opts),
                 settings.get("dtype"),
                 me,
             ],
@@ -220,7 +230,7 @@ def _device_label(opts: ScoreOptions) -> str:
     return _resolve_device(opts.device)
 
 
-def _record_probe_samples(store: Store, model: str, model_hash: str, info: DatasetInfo) -> None:
+def record_probe_samples(store: Store, model: str, model_hash: str, info: DatasetInfo) -> None:
     """If the model is a probe trained on this very dataset, remember which samples trained it."""
     from core.models import read_probe_card, resolve_model_dir
 
@@ -259,7 +269,7 @@ def _score_chunks(store, run_id, info, scorer, measures, last_row, limit, cancel
         "WHERE run_id = ?",
         [run_id],
     )[0]
-    state = {"rows": 64, "last_row": last_row, "remaining": n_total - n_done}
+    state = {"rows": 16, "last_row": last_row, "remaining": n_total - n_done}
 
     def chunks() -> Iterator[list[tuple[int, str, str]]]:
         while state["remaining"] > 0 and not cancel.cancelled:
@@ -276,7 +286,7 @@ def _score_chunks(store, run_id, info, scorer, measures, last_row, limit, cancel
     for rows, model_scores in _scored(scorer, chunks()):
         texts = [r[2] for r in rows]
         n_bytes = [len(t.encode("utf-8")) for t in texts]
-        table = _score_table(run_id, rows, n_bytes, model_scores, measures)
+        table = score_table(run_id, rows, n_bytes, model_scores, measures)
         tokens = sum(s.n_tokens for s in model_scores) if model_scores else 0
         elapsed = time.monotonic() - chunk_start
         n_done += len(rows)
@@ -337,7 +347,7 @@ def _scored(scorer, chunks: Iterator[list]) -> Iterator[tuple[list, list | None]
         yield pending.pop(0), model_scores
 
 
-def _score_table(run_id, rows, n_bytes, model_scores, measures) -> pa.Table:
+def score_table(run_id, rows, n_bytes, model_scores, measures) -> pa.Table:
     texts = [r[2] for r in rows]
     cols: dict[str, list] = {
         "run_id": [run_id] * len(rows),
@@ -363,7 +373,7 @@ def _score_table(run_id, rows, n_bytes, model_scores, measures) -> pa.Table:
     return pa.table({c: pa.array(v, type=types[c]) for c, v in cols.items()})
 
 
-def _finish(store: Store, run_id: str, status: str, error: str | None = None) -> None:
+def finish_run(store: Store, run_id: str, status: str, error: str | None = None) -> None:
     with store.transaction() as con:
         con.execute(
             "UPDATE runs SET status = ?, error = ?, pid = NULL, updated_at = now(), "
