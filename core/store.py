@@ -79,6 +79,12 @@ SCHEMA = [
         sample_id VARCHAR NOT NULL,
         {", ".join(f"{c} {'DOUBLE' if c.startswith('bits') else 'BIGINT'}" for c in SCORE_COLUMNS)}
     )""",
+    # Word counts of a dataset's whole text, per content fingerprint (for word_entropy).
+    """CREATE TABLE IF NOT EXISTS word_counts (
+        fingerprint VARCHAR NOT NULL,
+        word VARCHAR NOT NULL,
+        count BIGINT NOT NULL
+    )""",
     """CREATE TABLE IF NOT EXISTS probe_samples (
         model_hash VARCHAR NOT NULL,
         fingerprint VARCHAR NOT NULL,
