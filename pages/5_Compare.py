@@ -1,0 +1,119 @@
+"""Compare measures: do they rank samples alike, and would they prune the same samples?"""
+
+from __future__ import annotations
+
+import plotly.express as px
+import streamlit as st
+
+from core.compare import RULES, load_prune_overlap, load_run_scores, load_scatter, load_spearman
+from core.errors import InputError
+from core.measures.registry import all_measures
+from pages.common import fmt_int, get_store, pick_run, show_error
+
+PREFERRED = ["bits_per_token", "word_entropy", "gzip_bits_per_byte", "combined"]
+RULE_LABELS = {
+    "prune-low": "Prune the lowest",
+    "prune-high": "Prune the highest",
+    "keep-middle": "Keep a middle band",
+}
+
+
+def default_pair(scores: list[str]) -> tuple[int, int]:
+    """Indexes of the two most telling scores to start with (the model's and a model-free one)."""
+    ranked = [s for s in PREFERRED if s in scores] + [s for s in scores if s not in PREFERRED]
+    return scores.index(ranked[0]), scores.index(ranked[1])
+
+
+st.title("Compare measures")
+st.caption(
+    "Each measure ranks the samples by how much information they carry. Where two measures "
+    "disagree, the pruning rule you pick decides which samples go: see how far they agree "
+    "over all samples, side by side, and at the ratio you would prune."
+)
+with st.expander("What the measures are"):
+    for m in all_measures():
+        st.markdown(f"**{m.name}** ({m.unit}) — {m.description}")
+    st.markdown(
+        "**weighted:α** — α·z(bits_per_token) + (1−α)·z(word_entropy), z-scores over the run "
+        "(α is chosen on the Prune page)."
+    )
+
+store = get_store()
+run = pick_run(store, key="compare_run")
+if run is None:
+    st.stop()
+scores = load_run_scores(store, run)
+stored = load_run_scores(store, run, derived=False)
+if len(stored) < 2:
+    st.info("This run holds fewer than two scores; score the dataset again to compare measures.")
+    st.stop()
+first, second = default_pair(scores)
+
+try:
+    st.subheader("Rank agreement")
+    spearman = load_spearman(store, run, stored)
+    fig = px.imshow(
+        spearman.matrix,
+        text_auto=".2f",
+        zmin=-1,
+        zmax=1,
+        color_continuous_scale="RdBu",
+        aspect="auto",
+    )
+    st.plotly_chart(fig, key="spearman")
+    st.caption(
+        f"Spearman's ρ over {fmt_int(spearman.n_rows)} samples that have every score"
+        + (" (a random sample of the run)" if spearman.sampled else "")
+        + ". 1: same order; 0: unrelated; −1: reversed."
+    )
+
+    st.subheader("Two measures, sample by sample")
+    c1, c2 = st.columns(2)
+    x = c1.selectbox("Horizontal axis", scores, index=first, key="scatter_x")
+    y = c2.selectbox("Vertical axis", scores, index=second, key="scatter_y")
+    points, n_points = load_scatter(store, run, x, y)
+    fig = px.scatter(
+        points,
+        x="x",
+        y="y",
+        hover_data=["sample_id"],
+        labels={"x": x, "y": y},
+        opacity=0.35,
+        render_mode="webgl",
+    )
+    st.plotly_chart(fig, key="scatter")
+    st.caption(
+        f"{fmt_int(len(points))} of {fmt_int(n_points)} samples"
+        + (" (a random sample)" if len(points) < n_points else "")
+    )
+
+    st.subheader("Would they prune the same samples?")
+    rule = st.radio("Rule", RULES, format_func=RULE_LABELS.get, horizontal=True, key="rule")
+    if rule == "keep-middle":
+        low, high = st.slider(
+            "Keep the samples between these quantiles", 0.0, 1.0, (0.1, 0.9), 0.01, key="band"
+        )
+        ratios: tuple[float, ...] = (low, round(1 - high, 6))
+    else:
+        ratios = (st.slider("Share of samples pruned", 0.0, 1.0, 0.2, 0.01, key="ratio"),)
+    c1, c2 = st.columns(2)
+    a = c1.selectbox("Measure A", scores, index=first, key="overlap_a")
+    b = c2.selectbox("Measure B", scores, index=second, key="overlap_b")
+    overlap = load_prune_overlap(store, run, a, b, rule, ratios)
+    m1, m2, m3, m4 = st.columns(4)
+    m1.metric("Jaccard overlap", "—" if overlap.jaccard is None else f"{overlap.jaccard:.1%}")
+    m2.metric(f"Pruned by {a}", fmt_int(overlap.n_a))
+    m3.metric(f"Pruned by {b}", fmt_int(overlap.n_b))
+    m4.metric("Pruned by both", fmt_int(overlap.n_both))
+    for title, frame in (
+        (f"Pruned by {a}, kept by {b}", overlap.only_a),
+        (f"Pruned by {b}, kept by {a}", overlap.only_b),
+    ):
+        st.markdown(f"**{title}**")
+        if frame.empty:
+            st.caption("None.")
+        else:
+            # a == b prunes identical sets, so the columns below never share a name.
+            st.dataframe(frame.rename(columns={"a": a, "b": b}), hide_index=True, width="stretch")
+except InputError as exc:
+    show_error(exc)
