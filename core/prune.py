@@ -1,0 +1,560 @@
+"""Pruning rules: the exact selection semantics shared by the UI, the CLI and exports.
+
+Semantics (the contract):
+- The samples of a run's dataset are ranked by (score, sample_id) ascending, with `RANK_TIE_BREAK`
+  ordering equal scores: numeric ids numerically, then the rest as text. A scored sample's rank is
+  its position 1..N, where N counts *scored* samples only.
+- `prune-low r` prunes ranks 1..k with k = floor(r·N + 0.5); `prune-high r` prunes the last k;
+  `keep-middle a b` prunes floor(a·N + 0.5) from the low end and floor(b·N + 0.5) from the high end
+  (the high tail never takes more than the low tail left). Ratios are read as the decimals they
+  print as (0.35 is 35/100, not the nearest binary float), so 0.35 of 10 rounds to 4.
+- A threshold rule prunes every score strictly below the low threshold and strictly above the high
+  one; it becomes the same k's and then behaves exactly like a ratio rule.
+- Unscored samples (no row in the run, or a null/NaN score) are never ranked and never pruned:
+  they are always kept and reported separately as "unscored".
+
+The ranking of one (run, score) is computed once in DuckDB and cached in the process as sorted
+numpy arrays with cumulative tokens and bytes, so a preview is a few O(1) lookups.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import numpy as np
+import pandas as pd
+
+from core.datasets import get_dataset
+from core.errors import InputError
+from core.measures.registry import score_columns, score_expression
+from core.scoring import get_run
+from core.store import Store
+
+RULES = ("prune-low", "prune-high", "keep-middle")
+# Equal scores are ordered by sample id: numeric ids as numbers (2 before 10), then the others as
+# text. Every ranking in infoprune uses this one definition.
+RANK_TIE_BREAK = "TRY_CAST(sample_id AS BIGINT) NULLS LAST, sample_id"
+PREVIEW_TEXT_CHARS = 300
+_CACHE_SIZE = 4
+
+
+def rank_order(score_sql: str) -> str:
+    """The ORDER BY clause that ranks samples by SCORE_SQL (ascending) and sample id."""
+    return f"{score_sql}, {RANK_TIE_BREAK}"
+
+
+# ---- pure selection arithmetic ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A pruning rule: `low`/`high` are ratios in [0, 1] (by="ratio") or score thresholds."""
+
+    kind: str
+    low: float | None = None
+    high: float | None = None
+    by: str = "ratio"
+
+    def __post_init__(self) -> None:
+        if self.kind not in RULES:
+            raise InputError(f"unknown rule '{self.kind}'; rules are: {', '.join(RULES)}")
+        if self.by not in ("ratio", "threshold"):
+            raise InputError(f"a rule is set by 'ratio' or 'threshold', not '{self.by}'")
+        needs = {"prune-low": ("low",), "prune-high": ("high",), "keep-middle": ("low", "high")}
+        for side in ("low", "high"):
+            value = getattr(self, side)
+            if side in needs[self.kind] and value is None:
+                flag = "--ratio" if self.kind != "keep-middle" else f"--{self.by}-{side}"
+                raise InputError(f"rule {self.kind} needs a {self.by} — pass {flag}")
+            if side not in needs[self.kind] and value is not None:
+                raise InputError(f"rule {self.kind} takes no {side} {self.by}")
+            if value is not None and not math.isfinite(value):
+                raise InputError(f"the {side} {self.by} must be a finite number")
+        if self.by == "ratio":
+            for value in (self.low, self.high):
+                if value is not None and not 0 <= value <= 1:
+                    raise InputError(f"ratios must be between 0 and 1, got {value}")
+            if (self.low or 0) + (self.high or 0) > 1:
+                raise InputError(
+                    f"low ratio {self.low} + high ratio {self.high} is more than 1 "
+                    "— together they would prune more than every sample"
+                )
+        elif self.kind == "keep-middle" and self.low > self.high:
+            raise InputError(
+                f"low threshold {self.low} is above high threshold {self.high} — nothing would "
+                "be kept; swap them"
+            )
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "by": self.by, "low": self.low, "high": self.high}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Rule:
+        return cls(d["kind"], d.get("low"), d.get("high"), d.get("by", "ratio"))
+
+    def describe(self) -> str:
+        def fmt(v):
+            return f"{v:.2%}" if self.by == "ratio" else f"{v:g}"
+
+        if self.kind == "prune-low":
+            return (
+                f"prune the lowest {fmt(self.low)}"
+                if self.by == "ratio"
+                else (f"prune scores below {fmt(self.low)}")
+            )
+        if self.kind == "prune-high":
+            return (
+                f"prune the highest {fmt(self.high)}"
+                if self.by == "ratio"
+                else (f"prune scores above {fmt(self.high)}")
+            )
+        if self.by == "ratio":
+            return f"keep the middle: prune the lowest {fmt(self.low)} and highest {fmt(self.high)}"
+        return f"keep scores from {fmt(self.low)} to {fmt(self.high)}"
+
+
+def rule_from_args(
+    kind: str,
+    ratio: float | None = None,
+    ratio_low: float | None = None,
+    ratio_high: float | None = None,
+    threshold: float | None = None,
+    threshold_low: float | None = None,
+    threshold_high: float | None = None,
+) -> Rule:
+    """The Rule that CLI-style flags describe (--ratio for one tail, --ratio-low/-high for two)."""
+    if kind not in RULES:
+        raise InputError(f"unknown rule '{kind}'; rules are: {', '.join(RULES)}")
+    by_ratio = (ratio, ratio_low, ratio_high)
+    by_threshold = (threshold, threshold_low, threshold_high)
+    if any(v is not None for v in by_ratio) and any(v is not None for v in by_threshold):
+        raise InputError("give ratios or thresholds, not both")
+    by = "threshold" if any(v is not None for v in by_threshold) else "ratio"
+    single, low, high = by_threshold if by == "threshold" else by_ratio
+    flag = f"--{by}"
+    if kind == "keep-middle":
+        if single is not None:
+            raise InputError(f"keep-middle takes {flag}-low and {flag}-high, not {flag}")
+        return Rule(kind, low, high, by)
+    if low is not None or high is not None:
+        raise InputError(f"{kind} takes {flag}, not {flag}-low/{flag}-high")
+    if single is None:
+        raise InputError(f"rule {kind} needs --ratio R (a fraction between 0 and 1)")
+    return Rule(kind, single, None, by) if kind == "prune-low" else Rule(kind, None, single, by)
+
+
+def count_for_ratio(ratio: float, n: int) -> int:
+    """floor(ratio·n + 0.5), with RATIO taken as the decimal it prints as (exact arithmetic)."""
+    return math.floor(Fraction(str(ratio)) * n + Fraction(1, 2))
+
+
+def prune_counts(sorted_scores: np.ndarray, rule: Rule) -> tuple[int, int]:
+    """(k_low, k_high): how many ranked samples RULE prunes from each end of SORTED_SCORES."""
+    n = len(sorted_scores)
+    if rule.by == "ratio":
+        k_low = count_for_ratio(rule.low, n) if rule.low is not None else 0
+        k_high = count_for_ratio(rule.high, n) if rule.high is not None else 0
+    else:
+        k_low = (
+            int(np.searchsorted(sorted_scores, rule.low, side="left"))
+            if rule.low is not None
+            else 0
+        )
+        k_high = (
+            n - int(np.searchsorted(sorted_scores, rule.high, side="right"))
+            if rule.high is not None
+            else 0
+        )
+    return k_low, min(k_high, n - k_low)
+
+
+@dataclass(frozen=True)
+class Cut:
+    """Where one tail's cut falls: the last pruned score and the first kept score beside it."""
+
+    k: int
+    last_pruned: float | None
+    first_kept: float | None
+
+    @property
+    def line(self) -> float | None:
+        """A score between the two, for a threshold line on a histogram."""
+        values = [v for v in (self.last_pruned, self.first_kept) if v is not None]
+        return sum(values) / len(values) if values else None
+
+
+def cuts(sorted_scores: np.ndarray, k_low: int, k_high: int, rule: Rule) -> dict[str, Cut]:
+    """The cut of each tail RULE prunes ('low' and/or 'high')."""
+    n = len(sorted_scores)
+
+    def value(i: int) -> float | None:
+        return float(sorted_scores[i]) if 0 <= i < n else None
+
+    out = {}
+    if rule.kind in ("prune-low", "keep-middle"):
+        out["low"] = Cut(k_low, value(k_low - 1), value(k_low))
+    if rule.kind in ("prune-high", "keep-middle"):
+        out["high"] = Cut(k_high, value(n - k_high), value(n - k_high - 1))
+    return out
+
+
+def pruned_positions(n: int, k_low: int, k_high: int) -> np.ndarray:
+    """Rank positions (0-based) pruned: the first k_low and the last k_high."""
+    return np.concatenate([np.arange(k_low), np.arange(n - k_high, n)]).astype(np.int64)
+
+
+def kept_positions(n: int, k_low: int, k_high: int) -> np.ndarray:
+    return np.arange(k_low, n - k_high, dtype=np.int64)
+
+
+# ---- the cached ranking of one (run, score) ---------------------------------------------------
+
+
+@dataclass
+class Ranking:
+    """One run's dataset ranked by one score, as sorted arrays (scored samples only)."""
+
+    run_id: str
+    score: str
+    dataset: str
+    scores: np.ndarray  # ascending
+    row_idx: np.ndarray  # samples.row_idx of each ranked sample
+    cum_tokens: np.ndarray  # len N + 1; a sample without n_tokens counts 0
+    cum_bytes: np.ndarray  # len N + 1
+    unscored_row_idx: np.ndarray
+    unscored_tokens: int
+    unscored_bytes: int
+    has_tokens: bool = field(default=True)
+
+    @property
+    def n(self) -> int:
+        return len(self.scores)
+
+    @property
+    def n_unscored(self) -> int:
+        return len(self.unscored_row_idx)
+
+    @property
+    def total_tokens(self) -> int:
+        return int(self.cum_tokens[-1]) + self.unscored_tokens
+
+    @property
+    def total_bytes(self) -> int:
+        return int(self.cum_bytes[-1]) + self.unscored_bytes
+
+    def pruned_totals(self, k_low: int, k_high: int) -> tuple[int, int]:
+        """(tokens, bytes) of the pruned samples, from the cumulative sums."""
+        n = self.n
+        tokens = self.cum_tokens[k_low] + self.cum_tokens[n] - self.cum_tokens[n - k_high]
+        nbytes = self.cum_bytes[k_low] + self.cum_bytes[n] - self.cum_bytes[n - k_high]
+        return int(tokens), int(nbytes)
+
+
+_rankings: OrderedDict[tuple, Ranking] = OrderedDict()
+_rankings_guard = threading.Lock()
+
+
+def check_run_current(store: Store, run_id: str) -> dict:
+    """The run, if it is finished and its dataset is still the one it scored; else InputError."""
+    run = get_run(store, run_id)
+    if run["status"] != "done":
+        raise InputError(
+            f"run {run_id} is not finished (status: {run['status']}) — wait for it or resume it "
+            "with `infoprune score`"
+        )
+    info = get_dataset(store, run["dataset"])
+    if info.fingerprint != run["fingerprint"]:
+        raise InputError(
+            f"dataset '{run['dataset']}' changed since run {run_id} scored it — score it again"
+        )
+    return run
+
+
+def check_score(store: Store, run_id: str, score: str) -> str:
+    """SCORE's SQL expression, if RUN holds values for every column it needs."""
+    from core.scoring import run_score_columns
+
+    expression = score_expression(score)
+    present = set(run_score_columns(store, run_id))
+    missing = [c for c in score_columns(score) if c not in present]
+    if missing:
+        raise InputError(
+            f"run {run_id} has no values for {', '.join(missing)}; its scores are: "
+            f"{', '.join(sorted(present)) or 'none'}"
+        )
+    return expression
+
+
+def load_ranking(store: Store, run_id: str, score: str) -> Ranking:
+    """The ranking of RUN by SCORE, from the process cache when the run is unchanged."""
+    run = check_run_current(store, run_id)
+    key = (str(store.path), run_id, score, str(run["finished_at"]), run["fingerprint"])
+    with _rankings_guard:
+        if key in _rankings:
+            _rankings.move_to_end(key)
+            return _rankings[key]
+    ranking = _compute_ranking(store, run, score)
+    with _rankings_guard:
+        _rankings[key] = ranking
+        while len(_rankings) > _CACHE_SIZE:
+            _rankings.popitem(last=False)
+    return ranking
+
+
+def _compute_ranking(store: Store, run: dict, score: str) -> Ranking:
+    expression = check_score(store, run["run_id"], score)
+    # The score is evaluated over exactly this run's rows (window-based scores need that).
+    sql = (
+        f"WITH sc AS (SELECT sample_id, {expression} AS score, n_tokens FROM scores "
+        "WHERE run_id = ?), "
+        "j AS (SELECT x.row_idx, x.sample_id, x.n_bytes, sc.n_tokens, "
+        "CASE WHEN isnan(sc.score) THEN NULL ELSE sc.score END AS score "
+        "FROM samples x LEFT JOIN sc ON sc.sample_id = x.sample_id WHERE x.dataset = ?) "
+        f"SELECT row_idx, score, n_tokens, n_bytes FROM j ORDER BY score IS NULL, "
+        f"{rank_order('score')}"
+    )
+    with store.connect() as con:
+        cols = con.execute(sql, [run["run_id"], run["dataset"]]).fetchnumpy()
+    score_col = cols["score"]
+    mask = np.ma.getmaskarray(score_col)
+    n = int((~mask).sum())  # unscored rows sort last
+    tokens_col = cols["n_tokens"]
+    tokens = np.ma.filled(tokens_col, 0).astype(np.int64)
+    nbytes = np.asarray(cols["n_bytes"], dtype=np.int64)
+    row_idx = np.asarray(cols["row_idx"], dtype=np.int64)
+    return Ranking(
+        run_id=run["run_id"],
+        score=score,
+        dataset=run["dataset"],
+        scores=np.ma.filled(score_col[:n], np.nan).astype(np.float64),
+        row_idx=row_idx[:n],
+        cum_tokens=np.concatenate([[0], np.cumsum(tokens[:n])]),
+        cum_bytes=np.concatenate([[0], np.cumsum(nbytes[:n])]),
+        unscored_row_idx=row_idx[n:],
+        unscored_tokens=int(tokens[n:].sum()),
+        unscored_bytes=int(nbytes[n:].sum()),
+        has_tokens=bool((~np.ma.getmaskarray(tokens_col)).any()),
+    )
+
+
+# ---- previews ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Selection:
+    """What a rule does to one ranking: counts, shares and where the cuts fall."""
+
+    rule: Rule
+    n_scored: int
+    n_unscored: int
+    k_low: int
+    k_high: int
+    cuts: dict[str, Cut]
+    kept_tokens: int
+    total_tokens: int
+    kept_bytes: int
+    total_bytes: int
+    has_tokens: bool
+
+    @property
+    def n_pruned(self) -> int:
+        return self.k_low + self.k_high
+
+    @property
+    def n_kept(self) -> int:
+        return self.n_scored + self.n_unscored - self.n_pruned
+
+    @property
+    def n_total(self) -> int:
+        return self.n_scored + self.n_unscored
+
+    @property
+    def kept_share(self) -> float:
+        return self.n_kept / self.n_total if self.n_total else 1.0
+
+    @property
+    def kept_tokens_share(self) -> float | None:
+        if not self.has_tokens or not self.total_tokens:
+            return None
+        return self.kept_tokens / self.total_tokens
+
+    @property
+    def kept_bytes_share(self) -> float:
+        return self.kept_bytes / self.total_bytes if self.total_bytes else 1.0
+
+    @property
+    def ratio_low(self) -> float:
+        """The share of scored samples pruned from the low end (what a threshold amounts to)."""
+        return self.k_low / self.n_scored if self.n_scored else 0.0
+
+    @property
+    def ratio_high(self) -> float:
+        return self.k_high / self.n_scored if self.n_scored else 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            "n_scored": self.n_scored,
+            "n_unscored_kept": self.n_unscored,
+            "n_pruned_low": self.k_low,
+            "n_pruned_high": self.k_high,
+            "n_kept": self.n_kept,
+            "n_pruned": self.n_pruned,
+            "effective_ratio_low": self.ratio_low,
+            "effective_ratio_high": self.ratio_high,
+            "thresholds": {
+                side: {"last_pruned": c.last_pruned, "first_kept": c.first_kept}
+                for side, c in self.cuts.items()
+            },
+            "kept_tokens": self.kept_tokens if self.has_tokens else None,
+            "total_tokens": self.total_tokens if self.has_tokens else None,
+            "kept_bytes": self.kept_bytes,
+            "total_bytes": self.total_bytes,
+        }
+
+
+def select(ranking: Ranking, rule: Rule) -> Selection:
+    """Apply RULE to a ranking (pure arithmetic over the cached arrays)."""
+    k_low, k_high = prune_counts(ranking.scores, rule)
+    pruned_tokens, pruned_bytes = ranking.pruned_totals(k_low, k_high)
+    return Selection(
+        rule=rule,
+        n_scored=ranking.n,
+        n_unscored=ranking.n_unscored,
+        k_low=k_low,
+        k_high=k_high,
+        cuts=cuts(ranking.scores, k_low, k_high, rule),
+        kept_tokens=ranking.total_tokens - pruned_tokens,
+        total_tokens=ranking.total_tokens,
+        kept_bytes=ranking.total_bytes - pruned_bytes,
+        total_bytes=ranking.total_bytes,
+        has_tokens=ranking.has_tokens,
+    )
+
+
+def load_selection(store: Store, run_id: str, score: str, rule: Rule) -> Selection:
+    return select(load_ranking(store, run_id, score), rule)
+
+
+def selected_row_idx(ranking: Ranking, selection: Selection, part: str) -> np.ndarray:
+    """samples.row_idx of the kept part (with every unscored sample) or the pruned part."""
+    if part == "pruned":
+        return ranking.row_idx[pruned_positions(ranking.n, selection.k_low, selection.k_high)]
+    if part == "kept":
+        kept = ranking.row_idx[kept_positions(ranking.n, selection.k_low, selection.k_high)]
+        return np.concatenate([kept, ranking.unscored_row_idx])
+    raise InputError(f"unknown part '{part}' — use kept or pruned")
+
+
+@dataclass
+class PrunePreview:
+    selection: Selection
+    borderline: pd.DataFrame  # tail, side, rank, score, n_tokens, n_bytes, sample_id, text
+    random_pruned: pd.DataFrame  # rank, score, n_tokens, n_bytes, sample_id, text
+    curve: pd.DataFrame  # pruned_ratio, kept_tokens_share, kept_bytes_share, current
+
+
+def prune_preview(
+    store: Store,
+    run_id: str,
+    score: str,
+    rule: Rule,
+    n_borderline: int = 3,
+    n_random: int = 5,
+    seed: int = 0,
+) -> PrunePreview:
+    """Everything the Prune page shows for one slider position, from the cached ranking."""
+    ranking = load_ranking(store, run_id, score)
+    selection = select(ranking, rule)
+    n = ranking.n
+    border: list[tuple[str, str, int]] = []  # (tail, side, position)
+    for tail, cut in selection.cuts.items():
+        if tail == "low":
+            pruned = range(max(cut.k - n_borderline, 0), cut.k)
+            kept = range(cut.k, min(cut.k + n_borderline, n - selection.k_high))
+        else:
+            kept = range(max(n - cut.k - n_borderline, selection.k_low), n - cut.k)
+            pruned = range(n - cut.k, min(n - cut.k + n_borderline, n))
+        border += [(tail, "pruned", p) for p in pruned] + [(tail, "kept", p) for p in kept]
+    border.sort(key=lambda t: t[2])
+    rng = np.random.default_rng(seed)
+    n_pruned = selection.n_pruned
+    picks = np.sort(rng.choice(n_pruned, size=min(n_random, n_pruned), replace=False))
+    random_positions = [
+        int(i) if i < selection.k_low else int(n - selection.k_high + i - selection.k_low)
+        for i in picks
+    ]
+    positions = [p for _, _, p in border] + random_positions
+    details = _sample_details(store, ranking, positions)
+    borderline = pd.DataFrame(
+        [{"tail": t, "side": s, **details[p]} for t, s, p in border],
+        columns=["tail", "side", *_DETAIL_COLUMNS],
+    )
+    random_pruned = pd.DataFrame([details[p] for p in random_positions], columns=_DETAIL_COLUMNS)
+    return PrunePreview(selection, borderline, random_pruned, kept_curve(ranking, rule))
+
+
+_DETAIL_COLUMNS = ["rank", "score", "n_tokens", "n_bytes", "sample_id", "text"]
+
+
+def _sample_details(store: Store, ranking: Ranking, positions: list[int]) -> dict[int, dict]:
+    """Rank, score, sizes, id and text preview of the ranked samples at POSITIONS (one query)."""
+    if not positions:
+        return {}
+    rows = [int(ranking.row_idx[p]) for p in positions]
+    with store.connect() as con:
+        found = con.execute(
+            "SELECT row_idx, sample_id, left(text, ?) FROM samples "
+            "WHERE dataset = ? AND row_idx IN (SELECT unnest(?::BIGINT[]))",
+            [PREVIEW_TEXT_CHARS, ranking.dataset, rows],
+        ).fetchall()
+    by_row = {r[0]: r[1:] for r in found}
+    out = {}
+    for p in positions:
+        sample_id, text = by_row[int(ranking.row_idx[p])]
+        out[p] = {
+            "rank": p + 1,
+            "score": float(ranking.scores[p]),
+            "n_tokens": int(ranking.cum_tokens[p + 1] - ranking.cum_tokens[p])
+            if ranking.has_tokens
+            else None,
+            "n_bytes": int(ranking.cum_bytes[p + 1] - ranking.cum_bytes[p]),
+            "sample_id": sample_id,
+            "text": text,
+        }
+    return out
+
+
+CURVE_RATIOS = tuple(round(0.05 * i, 2) for i in range(0, 20))
+
+
+def kept_curve(ranking: Ranking, rule: Rule, ratios=CURVE_RATIOS) -> pd.DataFrame:
+    """Kept share of tokens and bytes if the same rule pruned other shares of samples.
+
+    keep-middle keeps the current split between its two tails (an even split when both are 0).
+    """
+    selection = select(ranking, rule)
+    total = selection.ratio_low + selection.ratio_high
+    low_part = selection.ratio_low / total if total else 0.5
+    rows = []
+    for r in sorted({*ratios, round(total, 4)}):
+        if rule.kind == "prune-low":
+            other = Rule("prune-low", r)
+        elif rule.kind == "prune-high":
+            other = Rule("prune-high", None, r)
+        else:
+            low = round(r * low_part, 6)
+            other = Rule("keep-middle", low, max(round(r - low, 6), 0.0))
+        s = select(ranking, other)
+        rows.append(
+            {
+                "pruned_ratio": r,
+                "kept_tokens_share": s.kept_tokens_share,
+                "kept_bytes_share": s.kept_bytes_share,
+                "current": math.isclose(r, round(total, 4)),
+            }
+        )
+    return pd.DataFrame(rows)
