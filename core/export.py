@@ -1,0 +1,341 @@
+"""Writing the subset a rule keeps (or prunes), with a manifest that can rebuild it exactly.
+
+Rows are written in source order (the dataset's row order), whatever the rule: a pruned corpus
+reads like the original with rows taken out, and a rebuild from the manifest gives the same bytes
+in the same order. Columns: `sample_id`, then every original column in its original order (the
+text column under its own name), then with `with_scores` every stored score column.
+
+Files appear atomically: everything is written under a temporary name beside PATH and renamed
+into place at the end, so a failed export leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from core import __version__
+from core.datasets import DatasetInfo, get_dataset
+from core.errors import InputError
+from core.ingest import META_KEY
+from core.prune import Rule, Selection, load_ranking, select, selected_row_idx
+from core.scoring import get_run
+from core.store import SCORE_COLUMNS, Store, measure_columns, quote_ident
+
+FORMATS = ("jsonl", "parquet", "hf")
+PARTS = ("kept", "pruned")
+ROW_ORDER = "source"  # rows keep the dataset's order (samples.row_idx)
+MANIFEST_VERSION = 1
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    manifest_path: Path
+    manifest: dict
+
+    @property
+    def n_rows(self) -> int:
+        return self.manifest["output"]["rows"]
+
+    def line(self) -> str:
+        out = self.manifest["output"]
+        sel = self.manifest["selection"]
+        share = out["rows"] / max(sel["n_kept"] + sel["n_pruned"], 1)
+        tokens = f", {out['tokens']:,} tokens" if out["tokens"] is not None else ""
+        return (
+            f"exported {out['rows']:,} {out['part']} samples ({share:.1%} of the dataset{tokens}) "
+            f"to {self.path}; manifest {self.manifest_path}"
+        )
+
+
+def manifest_path_for(out: str | os.PathLike) -> Path:
+    return Path(str(out) + ".manifest.json")
+
+
+@dataclass
+class _Plan:
+    """What an export will write: the rows, chosen before any file is touched."""
+
+    run: dict
+    info: DatasetInfo
+    score: str
+    rule: Rule
+    part: str
+    selection: Selection
+    row_idx: np.ndarray  # ascending: source order
+    tokens: int | None
+    nbytes: int
+
+    @property
+    def rows_sha256(self) -> str:
+        return hashlib.sha256(self.row_idx.astype("<i8").tobytes()).hexdigest()
+
+
+def _plan(store: Store, run_id: str, score: str, rule: Rule, part: str) -> _Plan:
+    if part not in PARTS:
+        raise InputError(f"unknown part '{part}' — use kept or pruned")
+    ranking = load_ranking(store, run_id, score)
+    selection = select(ranking, rule)
+    rows = np.sort(selected_row_idx(ranking, selection, part))
+    if part == "kept":
+        tokens, nbytes = selection.kept_tokens, selection.kept_bytes
+    else:
+        tokens = selection.total_tokens - selection.kept_tokens
+        nbytes = selection.total_bytes - selection.kept_bytes
+    return _Plan(
+        run=get_run(store, run_id),
+        info=get_dataset(store, ranking.dataset),
+        score=score,
+        rule=rule,
+        part=part,
+        selection=selection,
+        row_idx=rows,
+        tokens=tokens if selection.has_tokens else None,
+        nbytes=nbytes,
+    )
+
+
+def export_subset(
+    store: Store,
+    run_id: str,
+    score: str,
+    rule: Rule,
+    out: str | os.PathLike,
+    fmt: str = "parquet",
+    part: str = "kept",
+    with_scores: bool = False,
+    overwrite: bool = False,
+) -> ExportResult:
+    """Write the PART of RUN that RULE keeps or prunes (ranked by SCORE) to OUT, with a manifest."""
+    out = _check_out(out, fmt, overwrite)
+    plan = _plan(store, run_id, score, rule, part)
+    return _write(store, plan, out, fmt, with_scores)
+
+
+def export_from_manifest(
+    store: Store, manifest: str | os.PathLike, out: str | os.PathLike, overwrite: bool = False
+) -> ExportResult:
+    """Rebuild the subset MANIFEST describes, identical rows in identical order, at OUT.
+
+    Refuses when the dataset or the run is no longer what the manifest was written from.
+    """
+    spec = read_manifest(manifest)
+    out = _check_out(out, spec["output"]["format"], overwrite)
+    ds, run_spec = spec["dataset"], spec["run"]
+    try:
+        info = get_dataset(store, ds["name"])
+    except InputError as exc:
+        raise InputError(f"cannot rebuild {manifest}: {exc}") from exc
+    if info.fingerprint != ds["fingerprint"]:
+        raise InputError(
+            f"cannot rebuild {manifest}: dataset '{ds['name']}' changed since the export "
+            f"(fingerprint {ds['fingerprint'][:12]} -> {info.fingerprint[:12]})"
+        )
+    try:
+        run = get_run(store, run_spec["run_id"])
+    except InputError as exc:
+        raise InputError(f"cannot rebuild {manifest}: {exc}") from exc
+    for key in ("config_key", "model_hash", "settings", "fingerprint"):
+        if run[key] != run_spec[key]:
+            raise InputError(
+                f"cannot rebuild {manifest}: run {run_spec['run_id']} changed since the export "
+                f"({key} differs)"
+            )
+    plan = _plan(
+        store,
+        run_spec["run_id"],
+        spec["score"],
+        Rule.from_dict(spec["rule"]),
+        spec["output"]["part"],
+    )
+    if plan.rows_sha256 != spec["output"]["rows_sha256"]:
+        raise InputError(
+            f"cannot rebuild {manifest}: the rule now selects different rows "
+            f"({len(plan.row_idx)} against {spec['output']['rows']})"
+        )
+    return _write(
+        store, plan, out, spec["output"]["format"], spec["output"]["with_scores"], Path(manifest)
+    )
+
+
+def read_manifest(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    try:
+        spec = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise InputError(f"manifest {path} does not exist") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path} is not a JSON manifest ({exc})") from exc
+    if not isinstance(spec, dict) or spec.get("manifest_version") != MANIFEST_VERSION:
+        raise InputError(f"{path} is not an infoprune export manifest (version {MANIFEST_VERSION})")
+    return spec
+
+
+def _check_out(out, fmt: str, overwrite: bool) -> Path:
+    if fmt not in FORMATS:
+        raise InputError(f"unknown format '{fmt}' — use {', '.join(FORMATS)}")
+    out = Path(out).expanduser()
+    if not out.name:
+        raise InputError("--out needs a file or directory name")
+    if (out.exists() or out.is_symlink()) and not overwrite:
+        raise InputError(f"{out} already exists — pass --overwrite to replace it")
+    if not out.parent.exists():
+        raise InputError(f"folder {out.parent} does not exist — create it first")
+    return out
+
+
+def output_columns(info: DatasetInfo, with_scores: bool) -> list[tuple[str, str]]:
+    """(name, SQL expression) of each exported column, in order."""
+    original = [c["name"] for c in info.columns]
+    cols = [] if "sample_id" in original else [("sample_id", "x.sample_id")]
+    for name in original:
+        source = "x.text" if name == info.text_column else f"m.{quote_ident(name)}"
+        cols.append((name, source))
+    if with_scores:
+        for name in SCORE_COLUMNS + measure_columns():
+            if name in original or name == "sample_id":
+                raise InputError(
+                    f"the dataset has its own column '{name}', which a score column would "
+                    "overwrite — export without --with-scores"
+                )
+            cols.append((name, f"s.{quote_ident(name)}"))
+    return cols
+
+
+def _write(
+    store: Store,
+    plan: _Plan,
+    out: Path,
+    fmt: str,
+    with_scores: bool,
+    rebuilt_from: Path | None = None,
+) -> ExportResult:
+    started = time.monotonic()
+    cols = output_columns(plan.info, with_scores)
+    select_list = ", ".join(f"{expr} AS {quote_ident(name)}" for name, expr in cols)
+    query = (
+        f"SELECT {select_list} FROM samples x "
+        "SEMI JOIN _export_rows r ON r.row_idx = x.row_idx "
+        f"JOIN {quote_ident(plan.info.meta_table)} m ON m.{quote_ident(META_KEY)} = x.sample_id "
+        + (
+            "LEFT JOIN scores s ON s.run_id = ? AND s.sample_id = x.sample_id "
+            if with_scores
+            else ""
+        )
+        + "WHERE x.dataset = ? ORDER BY x.row_idx"
+    )
+    params = ([plan.run["run_id"]] if with_scores else []) + [plan.info.name]
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        with store.connect() as con:
+            con.register("_export_rows", pa.table({"row_idx": plan.row_idx}))
+            parquet_tmp = tmp if fmt != "hf" else tmp.with_name(tmp.name + ".parquet")
+            fmt_sql = "json" if fmt == "jsonl" else "parquet"
+            written = con.execute(
+                f"COPY ({query}) TO ? (FORMAT {fmt_sql})", [*params, str(parquet_tmp)]
+            ).fetchall()[0][0]
+            con.unregister("_export_rows")
+        if written != len(plan.row_idx):
+            raise InputError(
+                f"dataset '{plan.info.name}' is missing rows ({written} of "
+                f"{len(plan.row_idx)} found) — ingest it again"
+            )
+        if fmt == "hf":
+            _parquet_to_hf(parquet_tmp, tmp)
+        manifest = _manifest(plan, out, fmt, with_scores, cols, rebuilt_from)
+        manifest["seconds"] = round(time.monotonic() - started, 3)
+        manifest_tmp = tmp.with_name(tmp.name + ".manifest")
+        manifest_tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False, default=str))
+        _replace(tmp, out)
+        os.replace(manifest_tmp, manifest_path_for(out))
+    finally:
+        for leftover in tmp.parent.iterdir():
+            if leftover.name.startswith(tmp.name):
+                _remove(leftover)
+    return ExportResult(out, manifest_path_for(out), manifest)
+
+
+def _parquet_to_hf(parquet: Path, directory: Path) -> None:
+    """A `datasets.load_from_disk` directory, built from the Parquet file without loading it all."""
+    import datasets
+
+    cache = directory.with_name(directory.name + ".cache")
+    ds = datasets.Dataset.from_parquet(str(parquet), cache_dir=str(cache), keep_in_memory=False)
+    ds.save_to_disk(str(directory))
+    del ds
+
+
+def _replace(tmp: Path, out: Path) -> None:
+    """Move TMP to OUT; an existing OUT (file or folder) is set aside first and deleted after."""
+    if out.exists() or out.is_symlink():
+        aside = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
+        os.replace(out, aside)
+        os.replace(tmp, out)
+        _remove(aside)
+    else:
+        os.replace(tmp, out)
+
+
+def _remove(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
+def _manifest(
+    plan: _Plan, out: Path, fmt: str, with_scores: bool, cols, rebuilt_from: Path | None
+) -> dict:
+    run = plan.run
+    manifest = {
+        "manifest_version": MANIFEST_VERSION,
+        "infoprune_version": __version__,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "dataset": {
+            "name": plan.info.name,
+            "fingerprint": plan.info.fingerprint,
+            "source": plan.info.source,
+            "n_samples": plan.info.n_samples,
+        },
+        "run": {
+            "run_id": run["run_id"],
+            "model": run["model"],
+            "model_hash": run["model_hash"],
+            "engine": run["engine"],
+            "settings": run["settings"],
+            "config_key": run["config_key"],
+            "fingerprint": run["fingerprint"],
+            "finished_at": run["finished_at"],
+        },
+        "score": plan.score,
+        "rule": {**plan.rule.to_dict(), "description": plan.rule.describe()},
+        "selection": plan.selection.to_dict(),
+        "output": {
+            "path": str(out),
+            "format": fmt,
+            "part": plan.part,
+            "with_scores": with_scores,
+            "order": ROW_ORDER,
+            "columns": [name for name, _ in cols],
+            "rows": int(len(plan.row_idx)),
+            "tokens": plan.tokens,
+            "bytes": plan.nbytes,
+            "rows_sha256": plan.rows_sha256,
+        },
+    }
+    if rebuilt_from is not None:
+        manifest["rebuilt_from"] = str(rebuilt_from)
+    return manifest
