@@ -5,20 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 
 from core.errors import InputError
 from core.jobs import job_error
+from core.probe import cancel_probe, list_probes, probe_curve, start_probe_job
 from core.scoring import ScoreOptions, cancel_run, list_runs, start_score_job
 from pages.common import fmt_int, get_store, pick_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_PROBE = ROOT / "sample_data" / "probe"
-MODEL_CHOICES = {
-    "probe": "Shipped probe (trained on the sample corpus)",
-    "custom": "A local model directory or a hub id",
-    "none": "None: model-free measures only (seconds)",
-}
+CUSTOM = "Another local model directory or hub id…"
+NONE = "None: model-free measures only (seconds)"
 
 st.title("Score")
 st.caption(
@@ -31,16 +30,11 @@ dataset = pick_dataset(store, key="score_dataset")
 
 
 def start_form(dataset: str) -> None:
+    choices = model_choices()
     with st.form("start_run"):
-        choice = st.radio(
-            "Model",
-            list(MODEL_CHOICES),
-            format_func=MODEL_CHOICES.get,
-            index=0 if SHIPPED_PROBE.exists() else 1,
-            horizontal=True,
-        )
+        choice = st.selectbox("Model", list(choices), key="score_model_choice")
         custom = st.text_input(
-            "Model directory or hub id (for the second option)",
+            "Model directory or hub id (when 'Another…' is chosen)",
             placeholder="/models/my-probe · gpt2 · EleutherAI/pythia-160m",
         )
         c1, c2 = st.columns(2)
@@ -61,7 +55,7 @@ def start_form(dataset: str) -> None:
         submitted = st.form_submit_button("Start scoring", type="primary")
     if not submitted:
         return
-    model = {"probe": str(SHIPPED_PROBE), "custom": custom.strip(), "none": "none"}[choice]
+    model = custom.strip() if choice == CUSTOM else choices[choice]
     if not model:
         st.error("Enter a model directory or hub id, or pick another model option.")
         return
@@ -83,6 +77,19 @@ def start_form(dataset: str) -> None:
         return
     st.session_state.setdefault("score_jobs", []).append(job_id)
     st.success(f"Started background job `{job_id}` — progress appears below.")
+
+
+def model_choices() -> dict[str, str]:
+    """Label -> model argument: the shipped probe, probes trained here, any model, none."""
+    choices = {}
+    if SHIPPED_PROBE.exists():
+        choices["Shipped probe (trained on the sample corpus)"] = str(SHIPPED_PROBE)
+    probes = list_probes(store)
+    for p in probes[probes["status"] == "done"].itertuples():
+        choices[f"Probe {p.probe_id} trained on '{p.dataset}' ({p.out_dir})"] = p.out_dir
+    choices[CUSTOM] = ""
+    choices[NONE] = "none"
+    return choices
 
 
 def _duration(seconds) -> str:
@@ -144,6 +151,100 @@ def live_runs(dataset: str | None) -> None:
         )
 
 
+def probe_form(dataset: str) -> None:
+    st.subheader("Train a data probe")
+    st.caption(
+        "The paper's probe: a small GPT-2 trained from scratch on a fraction of this dataset. "
+        "Prefer it for domain data or without network access; prefer a pretrained model "
+        "(`gpt2`, `EleutherAI/pythia-160m`) for large, general web corpora."
+    )
+    default_out = get_store().path.parent / "probes" / dataset
+    with st.form("train_probe"):
+        out_dir = st.text_input(
+            "Output directory (new, or a stopped probe's to resume)", str(default_out)
+        )
+        c1, c2, c3, c4 = st.columns(4)
+        fraction = c1.number_input("Training fraction", 0.01, 1.0, 0.2, 0.05)
+        size = c2.selectbox("Size", ["tiny", "small", "base"], index=1)
+        minutes = c3.number_input("Minutes of training", 0.5, 600.0, 10.0, 0.5)
+        seed = c4.number_input("Seed", 0, 10_000, 0)
+        c5, c6 = st.columns(2)
+        vocab = c5.number_input("Vocabulary", 512, 65536, 8192, 1024)
+        seq_len = c6.number_input("Context (tokens)", 64, 2048, 256, 64)
+        submitted = st.form_submit_button("Train probe")
+    if submitted:
+        try:
+            probe_id = start_probe_job(
+                store,
+                dataset,
+                out_dir,
+                fraction=float(fraction),
+                size=size,
+                vocab=int(vocab),
+                seq_len=int(seq_len),
+                minutes=float(minutes),
+                seed=int(seed),
+            )
+        except InputError as exc:
+            st.error(str(exc))
+        else:
+            st.session_state["current_probe"] = probe_id
+            st.success(f"Started probe training `{probe_id}` in the background.")
+
+
+@st.fragment(run_every=3)
+def live_probes() -> None:
+    """Probe jobs with their progress and loss curve, refreshed every few seconds."""
+    probes = list_probes(store)
+    if probes.empty:
+        return
+    st.subheader("Probes")
+    ids = probes["probe_id"].tolist()
+    current = st.session_state.get("current_probe")
+    probe_id = st.selectbox(
+        "Probe", ids, index=ids.index(current) if current in ids else 0, key="probe_pick"
+    )
+    row = probes[probes["probe_id"] == probe_id].iloc[0]
+    total = int(row.total_steps) if pd.notna(row.total_steps) and row.total_steps else 0
+    step = int(row.step or 0)
+    cols = st.columns([5, 1])
+    cols[0].progress(
+        min(step / total, 1.0) if total else 0.0,
+        text=f"{row.status} · step {step:,}"
+        + (f" / {total:,}" if total else "")
+        + (
+            f" · val {row.val_bits_per_token:.3f} bits/token"
+            if pd.notna(row.val_bits_per_token)
+            else ""
+        ),
+    )
+    if row.status in ("queued", "running") and cols[1].button("Cancel", key="cancel_probe"):
+        cancel_probe(store, probe_id)
+        st.toast("Asked the probe to checkpoint and stop; start it again to resume.")
+    if pd.notna(row.error) and row.error:
+        st.error(row.error)
+    curve = probe_curve(store, probe_id)
+    if not curve.empty:
+        fig = go.Figure()
+        for split, colour in (("train", "#1f77b4"), ("val", "#d62728")):
+            part = curve[curve["split"] == split]
+            fig.add_scatter(
+                x=part["step"],
+                y=part["bits_per_token"],
+                name=split,
+                mode="lines+markers" if split == "val" else "lines",
+                line={"color": colour},
+            )
+        fig.update_layout(
+            height=300, margin={"t": 10, "b": 10}, xaxis_title="step", yaxis_title="bits per token"
+        )
+        st.plotly_chart(fig, width="stretch")
+    st.caption(f"Model directory: `{row.out_dir}` — score with it by choosing it above.")
+
+
 if dataset is not None:
     start_form(dataset)
 live_runs(dataset)
+if dataset is not None:
+    probe_form(dataset)
+live_probes()
