@@ -69,7 +69,8 @@ def _assert_close(got: list, expected: list) -> None:
 
 
 def test_split_words_equals_python_regex_per_text():
-    texts = [r["text"] for r in corpus_texts(300)] + UNICODE_TEXTS + ["", "a", " b "]
+    every_char = "".join(map(chr, [*range(0x80, 0xD800), *range(0xE000, 0x10000), 0x1F600]))
+    texts = [r["text"] for r in corpus_texts(300)] + [every_char] + UNICODE_TEXTS + ["", "a", " b"]
     words, parents = split_words(texts)
     got: list[list[str]] = [[] for _ in texts]
     for w, p in zip(words.to_pylist(), parents.tolist(), strict=True):

@@ -22,9 +22,7 @@ if TYPE_CHECKING:
     from core.datasets import DatasetInfo
     from core.store import Store
 
-# After this substitution every non-ASCII character left is a word character, so a word is a run
-# of bytes that are ASCII [a-z0-9_] or >= 0x80 (UTF-8 multi-byte sequences never contain ASCII).
-_NON_ASCII_NON_WORD = re.compile(r"[^\w\x00-\x7f]+")
+_WORD = re.compile(r"\w")
 _WORD_BYTES = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789_")
 # Lowercases ASCII letters, keeps word bytes and bytes >= 0x80, turns every other byte into a space.
 _BYTE_TABLE = bytes(
@@ -34,12 +32,17 @@ COUNT_CHUNK_BYTES = 16_000_000  # text read per query in the counting pass
 
 
 def split_words(texts: Sequence[str]) -> tuple[pa.LargeStringArray, np.ndarray]:
-    """All words of TEXTS in order as one Arrow array, and the index of the text each came from."""
-    encoded = [
-        (t if t.isascii() else _NON_ASCII_NON_WORD.sub(" ", t.lower())).encode() for t in texts
-    ]
-    raw = b" ".join(encoded).translate(_BYTE_TABLE)
-    is_word = (np.frombuffer(raw, dtype=np.uint8) != 32).view(np.int8)
+    """All words of TEXTS in order as one Arrow array, and the index of the text each came from.
+
+    A word is a maximal run of word characters of the lowercased text. Over UTF-8 bytes: ASCII
+    bytes are classified by a table, and each distinct non-ASCII character once by Python's regex
+    (its bytes become spaces when it is not a word character).
+    """
+    encoded = [(t if t.isascii() else t.lower()).encode() for t in texts]
+    raw = bytearray(b" ".join(encoded).translate(_BYTE_TABLE))
+    buf = np.frombuffer(raw, dtype=np.uint8)
+    _blank_non_word_characters(buf)
+    is_word = (buf != 32).view(np.int8)
     edges = np.flatnonzero(np.diff(is_word, prepend=np.int8(0), append=np.int8(0)))
     starts, ends = edges[0::2], edges[1::2]
     offsets = np.zeros(len(starts) + 1, dtype=np.int64)
@@ -51,6 +54,24 @@ def split_words(texts: Sequence[str]) -> tuple[pa.LargeStringArray, np.ndarray]:
     np.cumsum(np.fromiter(map(len, encoded), np.int64, len(encoded))[:-1] + 1, out=text_starts[1:])
     per_text = np.diff(np.searchsorted(starts, text_starts), append=len(starts))
     return words, np.repeat(np.arange(len(encoded)), per_text)
+
+
+def _blank_non_word_characters(buf: np.ndarray) -> None:
+    """Overwrite the UTF-8 bytes of every non-ASCII character that `\\w` rejects with spaces."""
+    lead = np.flatnonzero(buf >= 0xC0)
+    if not len(lead):
+        return
+    first = buf[lead].astype(np.int64)
+    size = 2 + (first >= 0xE0) + (first >= 0xF0)
+    code = first & np.choose(size - 2, [0x1F, 0x0F, 0x07])
+    for k in (1, 2, 3):
+        more = size > k
+        code[more] = (code[more] << 6) | (buf[lead[more] + k] & 0x3F)
+    distinct, which = np.unique(code, return_inverse=True)
+    non_word = np.array([not _WORD.match(chr(c)) for c in distinct.tolist()])[which]
+    for k in range(4):
+        at = lead[non_word & (size > k)] + k
+        buf[at] = 32
 
 
 def count_words(texts: Sequence[str], counter: Counter) -> None:
