@@ -1,9 +1,9 @@
 """Pruning rules: the exact selection semantics shared by the UI, the CLI and exports.
 
 Semantics (the contract):
-- The samples of a run's dataset are ranked by (score, sample_id) ascending, with `RANK_TIE_BREAK`
-  ordering equal scores: numeric ids numerically, then the rest as text. A scored sample's rank is
-  its position 1..N, where N counts *scored* samples only.
+- The samples of a run's dataset are ranked by (score, sample_id) ascending; `rank_order` orders
+  equal scores by id: ids that read as integers numerically, then the rest as text. A scored
+  sample's rank is its position 1..N, where N counts *scored* samples only.
 - `prune-low r` prunes ranks 1..k with k = floor(r·N + 0.5); `prune-high r` prunes the last k;
   `keep-middle a b` prunes floor(a·N + 0.5) from the low end and floor(b·N + 0.5) from the high end
   (the high tail never takes more than the low tail left). Ratios are read as the decimals they
@@ -35,16 +35,19 @@ from core.scoring import get_run
 from core.store import Store
 
 RULES = ("prune-low", "prune-high", "keep-middle")
-# Equal scores are ordered by sample id: numeric ids as numbers (2 before 10), then the others as
-# text. Every ranking in infoprune uses this one definition.
-RANK_TIE_BREAK = "TRY_CAST(sample_id AS BIGINT) NULLS LAST, sample_id"
 PREVIEW_TEXT_CHARS = 300
 _CACHE_SIZE = 4
 
 
-def rank_order(score_sql: str) -> str:
-    """The ORDER BY clause that ranks samples by SCORE_SQL (ascending) and sample id."""
-    return f"{score_sql}, {RANK_TIE_BREAK}"
+def rank_order(score_sql: str, descending: bool = False, id_sql: str = "sample_id") -> str:
+    """The ORDER BY clause of every ranking in infoprune (or its exact reverse).
+
+    Equal scores are ordered by sample id (a VARCHAR): ids that read as integers first, in numeric
+    order (2 before 10), then the others as text. `TRY_CAST(id AS BIGINT) NULLS LAST, id`.
+    """
+    if descending:
+        return f"{score_sql} DESC, TRY_CAST({id_sql} AS BIGINT) DESC NULLS FIRST, {id_sql} DESC"
+    return f"{score_sql}, TRY_CAST({id_sql} AS BIGINT) NULLS LAST, {id_sql}"
 
 
 # ---- pure selection arithmetic ----------------------------------------------------------------
