@@ -1,7 +1,8 @@
 """How the measures of one run agree: rank correlations, paired values, overlap of pruned sets.
 
-Everything is computed in DuckDB over the run's rows. Scores come from the registry
-(`score_expression`), so derived scores such as `weighted:0.5` compare like stored ones.
+Correlations and pairs are computed in DuckDB over the run's rows; pruned sets come from
+core.prune, so they are exactly what the Prune page and `infoprune export` would drop. Scores come
+from the registry (`score_expression`), so derived scores such as `weighted:0.5` work here too.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from core.errors import InputError
@@ -18,12 +20,12 @@ from core.measures.registry import (
     stored_score_names,
     weighted_name,
 )
-from core.scoring import get_run, run_score_columns
+from core.prune import Rule, load_ranking, select, selected_row_idx
+from core.scoring import run_score_columns
 from core.store import Store
 
 SPEARMAN_MAX_ROWS = 1_000_000  # above this, ranks come from a fixed-seed reservoir sample
 SCATTER_MAX_POINTS = 50_000  # WebGL draws this many points smoothly
-RULES = ("prune-low", "prune-high", "keep-middle")
 
 
 @dataclass
@@ -43,30 +45,13 @@ class Overlap:
     only_b: pd.DataFrame
 
 
-def load_run_scores(store: Store, run_id: str, derived: bool = True) -> list[str]:
-    """Scores that hold values in RUN (stored columns, then the weighted mix when it applies)."""
+def load_run_scores(store: Store, run_id: str, alpha: float | None = 0.5) -> list[str]:
+    """Scores that hold values in RUN: stored columns, then `weighted:ALPHA` when it applies."""
     present = set(run_score_columns(store, run_id))
     names = [n for n in stored_score_names() if n in present]
-    if derived and set(WEIGHTED_PARTS) <= present:
-        names.append(weighted_name(0.5))
+    if alpha is not None and set(WEIGHTED_PARTS) <= present:
+        names.append(weighted_name(alpha))
     return names
-
-
-def prune_counts(n: int, rule: str, ratios: tuple[float, ...]) -> tuple[int, int]:
-    """How many of N ranked samples a rule prunes from the low end and from the high end.
-
-    prune-low r and prune-high r prune floor(r·N + 0.5) samples; keep-middle (lo, hi) prunes
-    floor(lo·N + 0.5) from the low end and floor(hi·N + 0.5) from the high end.
-    """
-    expected = 2 if rule == "keep-middle" else 1
-    if rule not in RULES:
-        raise InputError(f"unknown rule '{rule}'; rules are: {', '.join(RULES)}")
-    if len(ratios) != expected or any(not 0 <= r <= 1 for r in ratios):
-        raise InputError(f"rule {rule} takes {expected} ratio(s) between 0 and 1, got {ratios}")
-    low, high = {"prune-low": (ratios[0], 0.0), "prune-high": (0.0, ratios[0])}.get(rule, ratios)
-    if low + high > 1:
-        raise InputError(f"keep-middle ratios {low} + {high} prune more than everything")
-    return math.floor(low * n + 0.5), math.floor(high * n + 0.5)
 
 
 def load_spearman(
@@ -77,7 +62,7 @@ def load_spearman(
     Ties get their average rank, as in `pandas.Series.rank()`; runs above MAX_ROWS rows are ranked
     on a reservoir sample of MAX_ROWS rows (a rho from a million rows moves in the third decimal).
     """
-    scores = scores or load_run_scores(store, run_id, derived=False)
+    scores = scores or load_run_scores(store, run_id, alpha=None)
     cols = [score_expression(s) for s in scores]
     if any(c not in stored_score_names() for c in cols):
         raise InputError("the rank correlation matrix takes stored scores only")
@@ -124,82 +109,39 @@ def _sample(rows: str, k: int) -> str:
     return f"SELECT * FROM ({rows}) USING SAMPLE reservoir({int(k)} ROWS) REPEATABLE (0)"
 
 
-def _pruned(col: str, name: str) -> str:
-    """A CTE of the samples pruned by COL over CTE `s`: ranked by (score, sample_id) ascending,
-    params (k_low, n - k_high); samples without a score are neither ranked nor pruned."""
-    return (
-        f"{name} AS (SELECT sample_id FROM (SELECT sample_id, row_number() OVER "
-        f"(ORDER BY {col}, sample_id) AS rn FROM s WHERE {col} IS NOT NULL) "
-        "WHERE rn <= ? OR rn > ?)"
-    )
-
-
-def _scores_cte(a: str, b: str) -> str:
-    # The run filter sits in the same SELECT as the expressions: window-based scores need it.
-    return (
-        f"s AS (SELECT sample_id, {score_expression(a)} AS a, {score_expression(b)} AS b "
-        "FROM scores WHERE run_id = ?)"
-    )
-
-
-def load_pruned_ids(
-    store: Store, run_id: str, score: str, rule: str, ratios: tuple[float, ...]
-) -> set[str]:
-    """The sample ids RULE prunes from RUN when ranking by SCORE."""
-    s = _scores_cte(score, score)
-    with store.connect() as con:
-        n = con.execute(f"WITH {s} SELECT count(a) FROM s", [run_id]).fetchall()[0][0]
-        low, high = prune_counts(n, rule, ratios)
-        rows = con.execute(
-            f"WITH {s}, {_pruned('a', 'p')} SELECT sample_id FROM p", [run_id, low, n - high]
-        ).fetchall()
-    return {r[0] for r in rows}
-
-
 def load_prune_overlap(
-    store: Store,
-    run_id: str,
-    a: str,
-    b: str,
-    rule: str,
-    ratios: tuple[float, ...],
-    n_examples: int = 5,
+    store: Store, run_id: str, a: str, b: str, rule: Rule, n_examples: int = 5
 ) -> Overlap:
-    """How far the sets that scores A and B prune under one rule agree, with examples of each."""
-    prune_counts(0, rule, ratios)
-    dataset = get_run(store, run_id)["dataset"]
-    s = _scores_cte(a, b)
-    order = " DESC" if rule == "prune-high" else ""
-    with store.connect() as con:
-        n_a, n_b = con.execute(f"WITH {s} SELECT count(a), count(b) FROM s", [run_id]).fetchall()[0]
-        low_a, high_a = prune_counts(n_a, rule, ratios)
-        low_b, high_b = prune_counts(n_b, rule, ratios)
-        con.execute(
-            f"CREATE TEMP TABLE pruned AS WITH {s}, {_pruned('a', 'pa')}, {_pruned('b', 'pb')} "
-            "SELECT s.*, sample_id IN (SELECT sample_id FROM pa) AS in_a, "
-            "sample_id IN (SELECT sample_id FROM pb) AS in_b FROM s WHERE in_a OR in_b",
-            [run_id, low_a, n_a - high_a, low_b, n_b - high_b],
-        ).fetchall()
-        in_a, in_b, both = con.execute(
-            "SELECT count_if(in_a), count_if(in_b), count_if(in_a AND in_b) FROM pruned"
-        ).fetchall()[0]
-
-        def examples(mine: str, other: str, col: str) -> pd.DataFrame:
-            return con.execute(
-                "SELECT p.sample_id, p.a, p.b, left(x.text, 400) AS text FROM pruned p "
-                "JOIN samples x ON x.dataset = ? AND x.sample_id = p.sample_id "
-                f"WHERE p.{mine} AND NOT p.{other} ORDER BY p.{col}{order}, p.sample_id LIMIT ?",
-                [dataset, n_examples],
-            ).df()
-
-        only_a = examples("in_a", "in_b", "a")
-        only_b = examples("in_b", "in_a", "b")
-    union = in_a + in_b - both
+    """How far the sets that scores A and B prune under RULE agree, with examples of each."""
+    pruned = []
+    for score in (a, b):
+        ranking = load_ranking(store, run_id, score)
+        # Rank order, most extreme first: the examples are the clearest disagreements.
+        rows = selected_row_idx(ranking, select(ranking, rule), "pruned")
+        pruned.append(rows[::-1] if rule.kind == "prune-high" else rows)
+    in_a, in_b = pruned
+    only_a, only_b = in_a[~np.isin(in_a, in_b)], in_b[~np.isin(in_b, in_a)]
+    both = len(in_a) - len(only_a)
+    union = len(in_a) + len(only_b)
     return Overlap(
-        n_a=in_a,
-        n_b=in_b,
+        n_a=len(in_a),
+        n_b=len(in_b),
         n_both=both,
         jaccard=both / union if union else None,
-        only_a=only_a,
-        only_b=only_b,
+        only_a=_load_examples(store, run_id, ranking.dataset, a, b, only_a[:n_examples]),
+        only_b=_load_examples(store, run_id, ranking.dataset, a, b, only_b[:n_examples]),
+    )
+
+
+def _load_examples(
+    store: Store, run_id: str, dataset: str, a: str, b: str, row_idx: np.ndarray
+) -> pd.DataFrame:
+    """sample_id, both scores and the start of the text of samples ROW_IDX, in that order."""
+    rows = [int(r) for r in row_idx]
+    return store.query_df(
+        f"SELECT x.sample_id, s.a, s.b, left(x.text, 400) AS text FROM samples x LEFT JOIN "
+        f"(SELECT sample_id, {score_expression(a)} AS a, {score_expression(b)} AS b FROM scores "
+        "WHERE run_id = ?) s ON s.sample_id = x.sample_id "
+        "WHERE x.dataset = ? AND list_contains(?, x.row_idx) ORDER BY list_position(?, x.row_idx)",
+        [run_id, dataset, rows, rows],
     )

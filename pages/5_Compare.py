@@ -5,9 +5,10 @@ from __future__ import annotations
 import plotly.express as px
 import streamlit as st
 
-from core.compare import RULES, load_prune_overlap, load_run_scores, load_scatter, load_spearman
+from core.compare import load_prune_overlap, load_run_scores, load_scatter, load_spearman
 from core.errors import InputError
 from core.measures.registry import all_measures
+from core.prune import RULES, Rule
 from pages.common import fmt_int, get_store, pick_run, show_error
 
 PREFERRED = ["bits_per_token", "word_entropy", "gzip_bits_per_byte", "combined"]
@@ -34,19 +35,29 @@ with st.expander("What the measures are"):
     for m in all_measures():
         st.markdown(f"**{m.name}** ({m.unit}) — {m.description}")
     st.markdown(
-        "**weighted:α** — α·z(bits_per_token) + (1−α)·z(word_entropy), z-scores over the run "
-        "(α is chosen on the Prune page)."
+        "**weighted:α** — α·z(bits_per_token) + (1−α)·z(word_entropy), z-scores over the run; "
+        "usable by name (e.g. `weighted:0.7`) wherever a score is asked for."
     )
 
 store = get_store()
 run = pick_run(store, key="compare_run")
 if run is None:
     st.stop()
-scores = load_run_scores(store, run)
-stored = load_run_scores(store, run, derived=False)
+stored = load_run_scores(store, run, alpha=None)
 if len(stored) < 2:
     st.info("This run holds fewer than two scores; score the dataset again to compare measures.")
     st.stop()
+scores = load_run_scores(store, run)
+if len(scores) > len(stored):
+    alpha = st.slider(
+        "α of the weighted score α·z(bits_per_token) + (1−α)·z(word_entropy)",
+        0.0,
+        1.0,
+        0.5,
+        0.05,
+        key="alpha",
+    )
+    scores = load_run_scores(store, run, alpha=alpha)
 first, second = default_pair(scores)
 
 try:
@@ -93,13 +104,14 @@ try:
         low, high = st.slider(
             "Keep the samples between these quantiles", 0.0, 1.0, (0.1, 0.9), 0.01, key="band"
         )
-        ratios: tuple[float, ...] = (low, round(1 - high, 6))
+        chosen = Rule(rule, low=low, high=round(1 - high, 2))
     else:
-        ratios = (st.slider("Share of samples pruned", 0.0, 1.0, 0.2, 0.01, key="ratio"),)
+        ratio = st.slider("Share of samples pruned", 0.0, 1.0, 0.2, 0.01, key="ratio")
+        chosen = Rule(rule, low=ratio) if rule == "prune-low" else Rule(rule, high=ratio)
     c1, c2 = st.columns(2)
     a = c1.selectbox("Measure A", scores, index=first, key="overlap_a")
     b = c2.selectbox("Measure B", scores, index=second, key="overlap_b")
-    overlap = load_prune_overlap(store, run, a, b, rule, ratios)
+    overlap = load_prune_overlap(store, run, a, b, chosen)
     m1, m2, m3, m4 = st.columns(4)
     m1.metric("Jaccard overlap", "—" if overlap.jaccard is None else f"{overlap.jaccard:.1%}")
     m2.metric(f"Pruned by {a}", fmt_int(overlap.n_a))

@@ -4,22 +4,17 @@ from __future__ import annotations
 
 import math
 import random
+from fractions import Fraction
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pytest
 
-from core.compare import (
-    load_prune_overlap,
-    load_pruned_ids,
-    load_run_scores,
-    load_scatter,
-    load_spearman,
-    prune_counts,
-)
-from core.errors import InputError
+from core.compare import load_prune_overlap, load_run_scores, load_scatter, load_spearman
+from core.datasets import get_dataset
 from core.ingest import ingest_dataset
+from core.prune import Rule
 from core.scoring import ScoreOptions, score_dataset
 from core.store import Store
 from tests.conftest import ROOT, corpus_texts, write_jsonl
@@ -52,10 +47,13 @@ def run(store: Store, tmp_path: Path) -> str:
     df = _frame()
     rows = [{"id": sid, "text": f"text of {sid}"} for sid in df.sample_id]
     ingest_dataset(store, str(write_jsonl(tmp_path / "d.jsonl", rows)), "d", id_column="id")
+    fingerprint = get_dataset(store, "d").fingerprint
     with store.transaction() as con:
         con.execute(
             "INSERT INTO runs (run_id, dataset, fingerprint, engine, model, settings, config_key, "
-            "status, created_at) VALUES ('run-x', 'd', 'f', 'local', 'm', '{}', 'k', 'done', now())"
+            "status, created_at, finished_at) "
+            "VALUES ('run-x', 'd', ?, 'local', 'm', '{}', 'k', 'done', now(), now())",
+            [fingerprint],
         )
         con.register("_f", pa.Table.from_pandas(df.assign(run_id="run-x"), preserve_index=False))
         con.execute(
@@ -79,11 +77,14 @@ def test_spearman_equals_pandas_average_ranks(store, run):
     assert abs(sampled.matrix.loc["bits_per_token", "word_entropy"] - expected.iloc[0, 1]) < 0.3
 
 
-def _python_pruned(scores: pd.Series, rule: str, ratios: tuple[float, ...]) -> set[str]:
+def _python_pruned(scores: pd.Series, rule: Rule) -> set[str]:
+    """The pruning contract of core/prune.py, spelled out over Python lists."""
     ranked = sorted((v, sid) for sid, v in scores.items() if not pd.isna(v))
     n = len(ranked)
-    low, high = {"prune-low": (ratios[0], 0), "prune-high": (0, ratios[0])}.get(rule, ratios)
-    k_low, k_high = math.floor(low * n + 0.5), math.floor(high * n + 0.5)
+    k_low, k_high = (
+        math.floor(Fraction(str(r or 0)) * n + Fraction(1, 2)) for r in (rule.low, rule.high)
+    )
+    k_high = min(k_high, n - k_low)
     return {sid for _, sid in ranked[:k_low] + ranked[n - k_high :]}
 
 
@@ -93,18 +94,15 @@ def _weighted(df: pd.DataFrame, alpha: float) -> pd.Series:
 
 
 @pytest.mark.parametrize(
-    "rule, ratios",
-    [("prune-low", (0.25,)), ("prune-high", (0.3,)), ("keep-middle", (0.1, 0.2))],
+    "rule",
+    [Rule("prune-low", low=0.25), Rule("prune-high", high=0.3), Rule("keep-middle", 0.1, 0.2)],
 )
-def test_pruned_sets_and_jaccard_equal_python_sets(store, run, rule, ratios):
+def test_pruned_sets_and_jaccard_equal_python_sets(store, run, rule):
     df = _frame().set_index("sample_id")
-    a = df["bits_per_token"]
-    b = _weighted(df[["bits_per_token", "word_entropy"]], 0.5)
-    set_a, set_b = _python_pruned(a, rule, ratios), _python_pruned(b, rule, ratios)
-    assert load_pruned_ids(store, run, "bits_per_token", rule, ratios) == set_a
-    assert load_pruned_ids(store, run, "weighted:0.5", rule, ratios) == set_b
+    set_a = _python_pruned(df["bits_per_token"], rule)
+    set_b = _python_pruned(_weighted(df[["bits_per_token", "word_entropy"]], 0.5), rule)
 
-    overlap = load_prune_overlap(store, run, "bits_per_token", "weighted:0.5", rule, ratios, 4)
+    overlap = load_prune_overlap(store, run, "bits_per_token", "weighted:0.5", rule, 4)
     assert (overlap.n_a, overlap.n_b, overlap.n_both) == (
         len(set_a),
         len(set_b),
@@ -112,25 +110,20 @@ def test_pruned_sets_and_jaccard_equal_python_sets(store, run, rule, ratios):
     )
     assert overlap.jaccard == pytest.approx(len(set_a & set_b) / len(set_a | set_b))
     assert 0 < len(overlap.only_a) <= 4 and set(overlap.only_a.sample_id) <= set_a - set_b
-    assert set(overlap.only_b.sample_id) <= set_b - set_a
+    assert 0 < len(overlap.only_b) <= 4 and set(overlap.only_b.sample_id) <= set_b - set_a
     assert list(overlap.only_a.columns) == ["sample_id", "a", "b", "text"]
-    assert overlap.only_a.text.iloc[0] == f"text of {overlap.only_a.sample_id.iloc[0]}"
+    first = overlap.only_a.iloc[0]
+    assert first.text == f"text of {first.sample_id}"
+    assert first.a == df.loc[first.sample_id, "bits_per_token"]
+    # The clearest disagreement comes first: the most extreme A score on the pruned side.
+    extreme = max if rule.kind == "prune-high" else min
+    assert first.a == extreme(df.loc[sorted(set_a - set_b), "bits_per_token"])
 
 
-def test_prune_counts_round_half_up_and_reject_bad_rules():
-    assert prune_counts(10, "prune-low", (0.25,)) == (3, 0)
-    assert prune_counts(10, "prune-high", (0.24,)) == (0, 2)
-    assert prune_counts(7, "keep-middle", (0.5, 0.5)) == (4, 4)  # rounding may overlap
-    assert prune_counts(0, "prune-low", (1.0,)) == (0, 0)
-    for rule, ratios in [
-        ("prune-all", (0.1,)),
-        ("prune-low", (1.5,)),
-        ("prune-low", (0.1, 0.2)),
-        ("keep-middle", (0.6, 0.5)),
-        ("keep-middle", (0.1,)),
-    ]:
-        with pytest.raises(InputError):
-            prune_counts(10, rule, ratios)
+def test_same_score_prunes_the_same_set(store, run):
+    overlap = load_prune_overlap(store, run, "word_entropy", "word_entropy", Rule("prune-low", 0.4))
+    assert overlap.jaccard == 1.0 and overlap.n_both == overlap.n_a > 0
+    assert overlap.only_a.empty and overlap.only_b.empty
 
 
 def test_scatter_keeps_pairs_and_samples_above_the_cap(store, run):
@@ -144,7 +137,8 @@ def test_scatter_keeps_pairs_and_samples_above_the_cap(store, run):
 
 def test_run_scores_list_what_the_run_holds(store, run):
     assert load_run_scores(store, run) == SCORES + ["weighted:0.5"]
-    assert load_run_scores(store, run, derived=False) == SCORES
+    assert load_run_scores(store, run, alpha=0.75) == SCORES + ["weighted:0.75"]
+    assert load_run_scores(store, run, alpha=None) == SCORES
 
 
 def test_compare_page_renders_a_model_free_run(store, tmp_path, monkeypatch):
@@ -170,3 +164,17 @@ def test_compare_page_renders_a_model_free_run(store, tmp_path, monkeypatch):
     assert not at.exception and at.metric[1].value == "12"  # 10 % at each end
     at.selectbox(key="overlap_b").set_value("word_entropy").run()
     assert not at.exception and at.metric[0].value == "100.0%"
+
+
+def test_compare_page_offers_the_weighted_score_with_alpha(store, run, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("INFOPRUNE_DB", str(store.path))
+    at = AppTest.from_file(str(ROOT / "pages" / "5_Compare.py"), default_timeout=60).run()
+    assert not at.exception
+    assert at.selectbox(key="overlap_a").value == "bits_per_token"
+    at.slider(key="alpha").set_value(0.7).run()
+    assert "weighted:0.7" in at.selectbox(key="overlap_b").options
+    at.selectbox(key="overlap_b").set_value("weighted:0.7").run()
+    assert not at.exception
+    assert at.metric[2].label == "Pruned by weighted:0.7" and at.metric[2].value == "57"
