@@ -1,0 +1,760 @@
+"""Validating a pruning rule the way the paper does: retrain small models, compare held-out bits.
+
+A held-out evaluation set is split off first: a seeded random sample of the run's dataset that the
+probe never saw (neither its training nor its validation samples), never pruned, so it stays the
+original distribution. The rest, capped in bytes, is the training pool. For each seed the same
+small model (the probe's recipe, `core.probe.train_lm`) is trained from scratch on the whole pool
+("full") and, for each ratio, on the part of the pool the rule keeps ("pruned") and on a random
+part of the pool with as many tokens ("random"). The rule is applied to the whole run, exactly as an
+export would (`core.prune`), and then intersected with the pool.
+
+A validation is identified by a hash of its configuration; each finished arm is committed as one
+row of `validation_results`, so running the same command again skips what is done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from core.errors import InputError
+from core.jobs import CancelToken, job_for_ref, pid_is_ours, read_log_tail, send_cancel, start_job
+from core.store import Store
+
+ARMS = ("full", "pruned", "random")
+BUDGETS = ("equal-steps", "equal-epochs")
+SIZES = ("tiny", "small")
+RESULT_KEYS = (
+    "arm",
+    "ratio",
+    "seed",
+    "val_bits_per_token",
+    "val_bits_per_byte",
+    "train_tokens",
+    "steps",
+    "seconds",
+)
+SPLIT_SEED = 0  # the evaluation set and the pool are the same for every seed: arms are paired
+MAX_REUSED_VOCAB = 16384  # a larger vocabulary would make the tiny model mostly embedding
+MIN_POOL_DOCS = 10
+DEFAULT_SCORE = "bits_per_token"  # the same default as `infoprune export`
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Model and data sizes of every arm; `steps` is the full arm's number of optimiser steps.
+
+    The pool is about `steps` batches of tokens, so the full arm sees it about once, and arms
+    that keep less data repeat it (equal-steps) or stop earlier (equal-epochs).
+    """
+
+    size: str = "tiny"
+    steps: int = 100
+    seq_len: int = 128
+    batch_size: int = 16
+    vocab: int = 4096  # only when a tokenizer has to be trained
+    pool_bytes: int = 700_000
+    eval_bytes: int = 120_000
+
+
+PRESETS = {
+    "default": Settings(),
+    "quick": Settings(steps=40, pool_bytes=280_000, eval_bytes=50_000),
+}
+
+
+@dataclass(frozen=True)
+class Spec:
+    """Everything that determines a validation's numbers (its id is a hash of this)."""
+
+    run_id: str
+    score: str
+    rule: str
+    ratios: tuple[tuple[float, float], ...]  # (low, high) pruned share of each ratio
+    seeds: int
+    budget: str
+    settings: Settings
+    quick: bool = False
+
+    @property
+    def validation_id(self) -> str:
+        blob = json.dumps(
+            [self.run_id, self.score, self.rule, self.ratios, self.seeds, self.budget]
+            + [asdict(self.settings)],
+            sort_keys=True,
+        )
+        return "val-" + hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    @property
+    def ratio_values(self) -> list[float]:
+        """The `ratio` of each result row: the total share of samples the rule prunes."""
+        return [round(lo + hi, 10) for lo, hi in self.ratios]
+
+    def arms(self) -> list[tuple[str, float | None, int]]:
+        """(arm, ratio, seed) in training order: seed by seed, so early rows already compare."""
+        out = []
+        for seed in range(self.seeds):
+            out.append(("full", None, seed))
+            for r in self.ratio_values:
+                out += [("pruned", r, seed), ("random", r, seed)]
+        return out
+
+    def argv(self) -> list[str]:
+        """`infoprune validate` flags that rebuild this spec."""
+        out = ["validate", "--run", self.run_id, "--score", self.score, "--rule", self.rule]
+        out += ["--ratios", format_ratios(self.rule, self.ratios), "--seeds", str(self.seeds)]
+        out += ["--size", self.settings.size, "--budget", self.budget]
+        return out + (["--quick"] if self.quick else [])
+
+
+def make_spec(
+    run_id: str,
+    rule: str,
+    ratios: str,
+    score: str = DEFAULT_SCORE,
+    seeds: int | None = None,
+    size: str = "tiny",
+    budget: str = "equal-steps",
+    quick: bool = False,
+) -> Spec:
+    """A Spec from CLI-style values; --quick means one seed unless SEEDS says otherwise."""
+    if budget not in BUDGETS:
+        raise InputError(f"unknown budget '{budget}' — use {' or '.join(BUDGETS)}")
+    if size not in SIZES:
+        raise InputError(f"unknown size '{size}' — use {' or '.join(SIZES)}")
+    seeds = seeds if seeds is not None else (1 if quick else 3)
+    if seeds < 1:
+        raise InputError("--seeds must be 1 or more")
+    settings = replace(PRESETS["quick" if quick else "default"], size=size)
+    return Spec(run_id, score, rule, parse_ratios(rule, ratios), seeds, budget, settings, quick)
+
+
+def parse_ratios(rule: str, text: str) -> tuple[tuple[float, float], ...]:
+    """Comma-separated ratios as (low, high) pruned shares.
+
+    prune-low R prunes (R, 0) and prune-high R (0, R). keep-middle takes LOW:HIGH pairs, and a
+    plain R means R/2 from each end. Every ratio prunes something and keeps something; ratios
+    whose totals coincide cannot share one validation (the total is the x axis).
+    """
+    from core.prune import RULES, Rule
+
+    if rule not in RULES:
+        raise InputError(f"unknown rule '{rule}'; rules are: {', '.join(RULES)}")
+    out: list[tuple[float, float]] = []
+    for part in (p.strip() for p in str(text).split(",")):
+        if not part:
+            continue
+        try:
+            values = [float(v) for v in part.split(":")]
+        except ValueError:
+            raise InputError(f"ratio '{part}' is not a number (e.g. 0.1,0.2,0.3)") from None
+        if len(values) == 2 and rule != "keep-middle":
+            raise InputError(f"'{part}': LOW:HIGH pairs are for keep-middle; {rule} takes R")
+        if len(values) > 2:
+            raise InputError(f"ratio '{part}' has more than two parts — write LOW:HIGH")
+        if len(values) == 1:
+            r = values[0]
+            pair = {"prune-low": (r, 0.0), "prune-high": (0.0, r)}.get(rule, (r / 2, r / 2))
+        else:
+            pair = (values[0], values[1])
+        pair = (round(pair[0], 10), round(pair[1], 10))
+        Rule(rule, *(pair if rule == "keep-middle" else _one_side(rule, pair)))
+        if not 0 < sum(pair) < 1:
+            raise InputError(
+                f"ratio '{part}' must prune more than 0 and less than all of the samples"
+            )
+        out.append(pair)
+    if not out:
+        raise InputError("--ratios is empty — pass e.g. 0.1,0.2,0.3")
+    totals = [round(sum(p), 10) for p in out]
+    if len(set(totals)) < len(totals):
+        raise InputError(
+            f"ratios {text!r} prune the same total share twice — give each ratio once "
+            "(compare splits of one total in separate validations)"
+        )
+    return tuple(out)
+
+
+def _one_side(rule: str, pair: tuple[float, float]) -> tuple[float | None, float | None]:
+    return (pair[0], None) if rule == "prune-low" else (None, pair[1])
+
+
+def _rule_for(rule: str, pair: tuple[float, float]):
+    from core.prune import Rule
+
+    return Rule(rule, *(pair if rule == "keep-middle" else _one_side(rule, pair)))
+
+
+def format_ratios(rule: str, ratios) -> str:
+    if rule == "keep-middle":
+        return ",".join(f"{lo:g}:{hi:g}" for lo, hi in ratios)
+    return ",".join(f"{lo + hi:g}" for lo, hi in ratios)
+
+
+def check_spec(store: Store, spec: Spec) -> dict:
+    """Everything a user can get wrong, before any work: the run and the score. Returns the run."""
+    from core.prune import check_run_current, check_score
+
+    run = check_run_current(store, spec.run_id)
+    check_score(store, spec.run_id, spec.score)
+    return run
+
+
+# ---- pure selection helpers -------------------------------------------------------------------
+
+
+def seeded_order(ids: list[str], seed: int) -> list[int]:
+    """Positions of IDS in a seeded random order that depends on the ids only, not on row order."""
+    keys = [hashlib.sha256(f"{seed}\x00{i}".encode()).digest() for i in ids]
+    return sorted(range(len(ids)), key=keys.__getitem__)
+
+
+def split_eval_pool(
+    ids: list[str],
+    n_bytes: list[int],
+    excluded: set[str],
+    eval_bytes: int,
+    pool_bytes: int,
+    seed: int = SPLIT_SEED,
+) -> tuple[list[int], list[int]]:
+    """(eval, pool) positions: disjoint, each filled in seeded order until its byte cap is reached.
+
+    EXCLUDED samples (those the probe saw) never enter the evaluation set; they may be in the pool,
+    since an export of the rule would contain them too.
+    """
+    order = seeded_order(ids, seed)
+    eval_pos, pool_pos = [], []
+    got = 0
+    for p in order:
+        if got >= eval_bytes:
+            break
+        if ids[p] not in excluded:
+            eval_pos.append(p)
+            got += n_bytes[p]
+    taken = set(eval_pos)
+    got = 0
+    for p in order:
+        if got >= pool_bytes:
+            break
+        if p not in taken:
+            pool_pos.append(p)
+            got += n_bytes[p]
+    return eval_pos, pool_pos
+
+
+def matched_random(n_tokens: list[int], target: int, seed: int) -> list[int]:
+    """Indexes of a seeded random subset whose token count is within one document of TARGET.
+
+    A greedy fill of a seeded permutation: the shortest prefix reaching TARGET, or one document
+    less when that is closer.
+    """
+    perm = np.random.default_rng(seed).permutation(len(n_tokens))
+    total = 0
+    for k, i in enumerate(perm):
+        if total + n_tokens[i] >= target:
+            over = total + n_tokens[i] - target
+            take = k + 1 if over <= target - total else k
+            return sorted(int(j) for j in perm[:take])
+        total += n_tokens[i]
+    return sorted(int(j) for j in perm)
+
+
+def packed_rows(n_tokens: list[int], seq_len: int) -> int:
+    """Rows `core.probe.pack_rows` makes of documents with these token counts."""
+    stream = sum(n_tokens) + len(n_tokens)  # one EOS before each document
+    return max(1, math.ceil((stream - 1) / seq_len))
+
+
+def arm_steps(spec: Spec, rows: int, full_rows: int) -> int:
+    """Optimiser steps of an arm: the full arm's under equal-steps, or as many passes under
+    equal-epochs."""
+    if spec.budget == "equal-steps":
+        return spec.settings.steps
+    return max(1, round(spec.settings.steps * rows / full_rows))
+
+
+# ---- running a validation ---------------------------------------------------------------------
+
+
+@dataclass
+class ArmEvent:
+    """Progress of one arm: STEP of TOTAL_STEPS, or finished with its result row."""
+
+    index: int  # 1-based among all arms
+    n_total: int
+    arm: str
+    ratio: float | None
+    seed: int
+    step: int = 0
+    total_steps: int = 0
+    result: dict | None = None
+    skipped: bool = False
+
+
+@dataclass
+class Outcome:
+    validation_id: str
+    status: str  # done | cancelled
+    results: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class _Data:
+    eval_texts: list[str]
+    pool_texts: list[str]
+    pool_tokens: list[int]
+    kept: dict[float, list[int]]  # ratio -> positions in the pool the rule keeps
+    tokenizer: object
+    info: dict
+
+
+def run_validation(
+    store: Store,
+    spec: Spec,
+    cancel: CancelToken | None = None,
+    on_event: Callable[[ArmEvent], None] | None = None,
+) -> Outcome:
+    """Train every arm of SPEC not yet in the store (resuming a stopped validation)."""
+    cancel = cancel or CancelToken()
+    run = check_spec(store, spec)
+    vid = spec.validation_id
+    arms = spec.arms()
+    _claim(store, spec, run, len(arms))
+    try:
+        status = _train_arms(store, spec, run, arms, cancel, on_event)
+    except BaseException as exc:
+        _finish(store, vid, "failed", str(exc).splitlines()[0] if str(exc) else repr(exc))
+        raise
+    _finish(store, vid, status)
+    if status == "done":
+        shutil.rmtree(_work_dir(store, vid), ignore_errors=True)
+    return Outcome(vid, status, load_results(store, vid).to_dict("records"))
+
+
+def _train_arms(store, spec: Spec, run, arms, cancel, on_event) -> str:
+    from core.probe import Budget, ProbeConfig, evaluate_bits, train_lm
+
+    vid = spec.validation_id
+    done = {(a, r, s) for a, r, s in _done_keys(store, vid)}
+    todo = [key for key in arms if key not in done]
+    if on_event:
+        for i, (arm, ratio, seed) in enumerate(arms, 1):
+            if (arm, ratio, seed) in done:
+                on_event(ArmEvent(i, len(arms), arm, ratio, seed, skipped=True))
+    if not todo:
+        return "done"
+    data = _prepare_data(store, spec, run)
+    _record_info(store, vid, data.info)
+    s = spec.settings
+    config = ProbeConfig(
+        size=s.size, vocab=s.vocab, seq_len=s.seq_len, batch_size=s.batch_size, eval_rows=4
+    )
+    full_rows = packed_rows(data.pool_tokens, s.seq_len)
+    for i, (arm, ratio, seed) in enumerate(arms, 1):
+        if (arm, ratio, seed) in done:
+            continue
+        if cancel.cancelled:
+            return "cancelled"
+        positions = _arm_positions(data, arm, ratio, seed)
+        tokens = [data.pool_tokens[p] for p in positions]
+        steps = arm_steps(spec, packed_rows(tokens, s.seq_len), full_rows)
+
+        def progress(p, i=i, arm=arm, ratio=ratio, seed=seed):
+            if on_event:
+                on_event(ArmEvent(i, len(arms), arm, ratio, seed, p.step, p.total_steps or 0))
+
+        start = time.monotonic()
+        model, stats = train_lm(
+            data.tokenizer,
+            [data.pool_texts[p] for p in positions],
+            data.eval_texts,
+            config,
+            Budget(steps=steps),
+            seed=seed,
+            cancel=cancel,
+            on_progress=progress,
+        )
+        if stats.status != "done":
+            return "cancelled"
+        bpt, bpb = evaluate_bits(model, data.tokenizer, data.eval_texts)
+        row = {
+            "arm": arm,
+            "ratio": ratio,
+            "seed": seed,
+            "val_bits_per_token": bpt,
+            "val_bits_per_byte": bpb,
+            "train_tokens": stats.train_tokens,
+            "steps": stats.steps,
+            "seconds": time.monotonic() - start,
+        }
+        _insert_result(store, vid, row)
+        if on_event:
+            on_event(ArmEvent(i, len(arms), arm, ratio, seed, steps, steps, result=row))
+    return "done"
+
+
+def _arm_positions(data: _Data, arm: str, ratio: float | None, seed: int) -> list[int]:
+    if arm == "full":
+        return list(range(len(data.pool_texts)))
+    kept = data.kept[ratio]
+    if arm == "pruned":
+        return kept
+    target = sum(data.pool_tokens[p] for p in kept)
+    # Seeded by (seed, ratio): each ratio's random arm is its own draw, the same on every resume.
+    return matched_random(data.pool_tokens, target, seed * 1_000_003 + round(ratio * 1e6))
+
+
+def _prepare_data(store: Store, spec: Spec, run: dict) -> _Data:
+    """The evaluation set, the pool, the kept part of the pool per ratio, and the tokenizer."""
+    from core.probe import encode
+    from core.prune import load_ranking, select, selected_row_idx
+
+    rows = store.query(
+        "SELECT row_idx, sample_id, n_bytes FROM samples WHERE dataset = ? ORDER BY row_idx",
+        [run["dataset"]],
+    )
+    row_idx = [r[0] for r in rows]
+    ids = [r[1] for r in rows]
+    seen = {
+        r[0]
+        for r in store.query(
+            "SELECT sample_id FROM probe_samples WHERE model_hash = ? AND fingerprint = ?",
+            [run["model_hash"], run["fingerprint"]],
+        )
+    }
+    s = spec.settings
+    eval_pos, pool_pos = split_eval_pool(
+        ids, [r[2] for r in rows], seen, s.eval_bytes, s.pool_bytes
+    )
+    if not eval_pos or len(pool_pos) < MIN_POOL_DOCS:
+        raise InputError(
+            f"dataset '{run['dataset']}' is too small to validate on: {len(eval_pos)} evaluation "
+            f"and {len(pool_pos)} training samples (need 1 and {MIN_POOL_DOCS}) — ingest more text"
+        )
+    texts = load_texts(store, run["dataset"], [ids[p] for p in eval_pos + pool_pos])
+    eval_texts, pool_texts = texts[: len(eval_pos)], texts[len(eval_pos) :]
+    tokenizer, source = _tokenizer(store, spec, run, pool_texts)
+    pool_tokens = [len(t) for t in encode(tokenizer, pool_texts)]
+
+    ranking = load_ranking(store, spec.run_id, spec.score)
+    kept: dict[float, list[int]] = {}
+    for pair, ratio in zip(spec.ratios, spec.ratio_values, strict=True):
+        selection = select(ranking, _rule_for(spec.rule, pair))
+        kept_rows = set(selected_row_idx(ranking, selection, "kept").tolist())
+        kept[ratio] = [k for k, p in enumerate(pool_pos) if row_idx[p] in kept_rows]
+    info = {
+        "tokenizer": source,
+        "eval_samples": len(eval_pos),
+        "eval_bytes": sum(len(t.encode("utf-8")) for t in eval_texts),
+        "pool_samples": len(pool_pos),
+        "pool_tokens": sum(pool_tokens),
+        "probe_samples_excluded": len(seen),
+    }
+    return _Data(eval_texts, pool_texts, pool_tokens, kept, tokenizer, info)
+
+
+def load_texts(store: Store, dataset: str, ids: list[str]) -> list[str]:
+    """Texts of IDS, in that order (one query)."""
+    with store.connect() as con:
+        con.register("_val_want", pa.table({"sample_id": ids}))
+        found = con.execute(
+            "SELECT s.sample_id, s.text FROM samples s JOIN _val_want w USING (sample_id) "
+            "WHERE s.dataset = ?",
+            [dataset],
+        ).fetchall()
+        con.unregister("_val_want")
+    by_id = dict(found)
+    return [by_id[i] for i in ids]
+
+
+def _tokenizer(store: Store, spec: Spec, run: dict, pool_texts: list[str]):
+    """(tokenizer, where it came from): the run's model tokenizer if it has a usable one, else one
+    trained on the pool. Saved in the validation's work folder so a resume uses the very same."""
+    from transformers import AutoTokenizer
+
+    from core.probe import train_tokenizer
+
+    cache = _work_dir(store, spec.validation_id) / "tokenizer"
+    if (cache / "source.txt").exists():
+        return AutoTokenizer.from_pretrained(cache), (cache / "source.txt").read_text()
+    tokenizer = _run_tokenizer(run["model"])
+    if tokenizer is not None:
+        source = f"the run's model ({run['model']})"
+    else:
+        tokenizer = train_tokenizer(pool_texts, spec.settings.vocab)
+        source = f"byte-level BPE ({spec.settings.vocab}) trained on the pool"
+    cache.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(cache)
+    (cache / "source.txt").write_text(source)
+    return tokenizer, source
+
+
+def _run_tokenizer(model: str):
+    """The tokenizer of a local model directory, if it has an EOS and a modest vocabulary."""
+    from transformers import AutoTokenizer
+
+    from core.models import _TOKENIZER_FILES, looks_like_path
+
+    path = Path(model).expanduser()
+    if not looks_like_path(model) or not path.is_dir():
+        return None
+    if not any((path / f).exists() for f in _TOKENIZER_FILES):
+        return None
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.eos_token_id is None or len(tokenizer) > MAX_REUSED_VOCAB:
+        return None
+    return tokenizer
+
+
+def _work_dir(store: Store, validation_id: str) -> Path:
+    from core.config import jobs_dir
+
+    return jobs_dir(store.path) / "validations" / validation_id
+
+
+# ---- the store ----------------------------------------------------------------------------------
+
+
+def _claim(store: Store, spec: Spec, run: dict, n_total: int) -> None:
+    """Create the validation's row, or take over a stopped one; refuse one that is running."""
+    me = os.getpid()
+    vid = spec.validation_id
+    with store.transaction() as con:
+        rows = con.execute(
+            "SELECT status, pid FROM validations WHERE validation_id = ?", [vid]
+        ).fetchall()
+        if rows and rows[0][0] == "running" and rows[0][1] != me and pid_is_ours(rows[0][1]):
+            raise InputError(f"validation {vid} is already running in process {rows[0][1]}")
+        if rows:
+            con.execute(
+                "UPDATE validations SET status = 'running', pid = ?, error = NULL, "
+                "updated_at = now(), finished_at = NULL WHERE validation_id = ?",
+                [me, vid],
+            )
+            return
+        settings = {
+            **asdict(spec.settings),
+            "seeds": spec.seeds,
+            "budget": spec.budget,
+            "quick": spec.quick,
+            "split_seed": SPLIT_SEED,
+            "dataset": run["dataset"],
+            "argv": spec.argv(),
+        }
+        ratios = [
+            {"ratio": r, "low": lo, "high": hi}
+            for (lo, hi), r in zip(spec.ratios, spec.ratio_values, strict=True)
+        ]
+        con.execute(
+            "INSERT INTO validations (validation_id, run_id, score, rule, ratios, settings, "
+            "status, n_done, n_total, pid, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, 'running', 0, ?, ?, now(), now())",
+            [
+                vid,
+                spec.run_id,
+                spec.score,
+                spec.rule,
+                json.dumps(ratios),
+                json.dumps(settings),
+                n_total,
+                me,
+            ],
+        )
+
+
+def _record_info(store: Store, vid: str, info: dict) -> None:
+    """Add what the data turned out to be (pool and evaluation sizes, tokenizer) to the settings."""
+    with store.transaction() as con:
+        settings = json.loads(
+            con.execute(
+                "SELECT settings FROM validations WHERE validation_id = ?", [vid]
+            ).fetchall()[0][0]
+        )
+        con.execute(
+            "UPDATE validations SET settings = ?, updated_at = now() WHERE validation_id = ?",
+            [json.dumps({**settings, **info}), vid],
+        )
+
+
+def _done_keys(store: Store, vid: str) -> list[tuple[str, float | None, int]]:
+    rows = store.query(
+        "SELECT arm, ratio, seed FROM validation_results WHERE validation_id = ?", [vid]
+    )
+    return [(a, None if r is None else round(r, 10), s) for a, r, s in rows]
+
+
+def _insert_result(store: Store, vid: str, row: dict) -> None:
+    with store.transaction() as con:
+        con.execute(
+            f"INSERT INTO validation_results (validation_id, {', '.join(RESULT_KEYS)}) "
+            f"VALUES (?, {', '.join('?' for _ in RESULT_KEYS)})",
+            [vid, *(row[k] for k in RESULT_KEYS)],
+        )
+        con.execute(
+            "UPDATE validations SET n_done = (SELECT count(*) FROM validation_results "
+            "WHERE validation_id = ?), updated_at = now() WHERE validation_id = ?",
+            [vid, vid],
+        )
+
+
+def _finish(store: Store, vid: str, status: str, error: str | None = None) -> None:
+    with store.transaction() as con:
+        con.execute(
+            "UPDATE validations SET status = ?, error = ?, pid = NULL, updated_at = now(), "
+            "finished_at = CASE WHEN ? = 'done' THEN now() ELSE finished_at END "
+            "WHERE validation_id = ?",
+            [status, error, status, vid],
+        )
+
+
+# ---- what the UI and CLI read -------------------------------------------------------------------
+
+
+def list_validations(store: Store, run_id: str | None = None) -> pd.DataFrame:
+    """Validations newest first, with live status: a 'running' one whose process is gone is
+    'stopped'."""
+    df = store.query_df(
+        "SELECT validation_id, run_id, score, rule, ratios, settings, status, n_done, n_total, "
+        "pid, error, created_at, finished_at FROM validations "
+        + ("WHERE run_id = ? " if run_id else "")
+        + "ORDER BY created_at DESC",
+        [run_id] if run_id else [],
+    )
+    df["status"] = [
+        "stopped" if s == "running" and not pid_is_ours(p) else s
+        for s, p in zip(df["status"], df["pid"], strict=True)
+    ]
+    df["ratios"] = [
+        ", ".join(
+            f"{r['low']:g}:{r['high']:g}" if rule == "keep-middle" else f"{r['ratio']:g}"
+            for r in json.loads(ratios)
+        )
+        for ratios, rule in zip(df["ratios"], df["rule"], strict=True)
+    ]
+    df["settings"] = [json.loads(s) for s in df["settings"]]
+    return df
+
+
+def load_results(store: Store, validation_id: str) -> pd.DataFrame:
+    """One row per finished arm, with exactly the keys of RESULT_KEYS."""
+    return store.query_df(
+        f"SELECT {', '.join(RESULT_KEYS)} FROM validation_results WHERE validation_id = ? "
+        "ORDER BY seed, CASE arm WHEN 'full' THEN 0 WHEN 'pruned' THEN 1 ELSE 2 END, ratio",
+        [validation_id],
+    )
+
+
+def summarize(results: pd.DataFrame) -> pd.DataFrame:
+    """Mean ± std over seeds per (arm, ratio) (std is the sample std, 0 for one seed), and for
+    pruned rows the mean paired difference pruned − random in bits per token."""
+    cols = ["arm", "ratio", "seeds", "bpt_mean", "bpt_std", "bpb_mean", "bpb_std"]
+    cols += ["train_tokens", "steps", "minus_random"]
+    if results.empty:
+        return pd.DataFrame(columns=cols)
+    df = results.assign(ratio=results["ratio"].astype(float).fillna(-1.0))
+    g = df.groupby(["arm", "ratio"], sort=False)
+    out = g.agg(
+        seeds=("seed", "nunique"),
+        bpt_mean=("val_bits_per_token", "mean"),
+        bpt_std=("val_bits_per_token", "std"),
+        bpb_mean=("val_bits_per_byte", "mean"),
+        bpb_std=("val_bits_per_byte", "std"),
+        train_tokens=("train_tokens", "mean"),
+        steps=("steps", "mean"),
+    ).reset_index()
+    out[["bpt_std", "bpb_std"]] = out[["bpt_std", "bpb_std"]].fillna(0.0)
+    wide = df.pivot_table(index=["ratio", "seed"], columns="arm", values="val_bits_per_token")
+    diffs = {}
+    if {"pruned", "random"} <= set(wide.columns):
+        paired = (wide["pruned"] - wide["random"]).dropna()
+        diffs = paired.groupby(level="ratio").mean().to_dict()
+    pairs = zip(out["arm"], out["ratio"], strict=True)
+    out["minus_random"] = [diffs.get(r) if a == "pruned" else None for a, r in pairs]
+    out["arm_order"] = out["arm"].map({a: i for i, a in enumerate(ARMS)})
+    out = out.sort_values(["ratio", "arm_order"]).reset_index(drop=True)
+    out["ratio"] = out["ratio"].astype(object).where(out["ratio"] >= 0, None)
+    return out[cols]
+
+
+def format_summary(summary: pd.DataFrame) -> str:
+    """The table the CLI prints at the end."""
+    lines = [
+        f"{'arm':<7} {'ratio':>5} {'seeds':>5} {'bits/token':>17} {'bits/byte':>17} "
+        f"{'train tokens':>12} {'steps':>5} {'pruned-random':>13}"
+    ]
+    for r in summary.itertuples():
+        ratio = "" if r.ratio is None or pd.isna(r.ratio) else f"{r.ratio:g}"
+        diff = "" if r.minus_random is None or pd.isna(r.minus_random) else f"{r.minus_random:+.4f}"
+        lines.append(
+            f"{r.arm:<7} {ratio:>5} {r.seeds:>5} "
+            f"{r.bpt_mean:>8.4f} ± {r.bpt_std:<6.4f} {r.bpb_mean:>8.4f} ± {r.bpb_std:<6.4f} "
+            f"{r.train_tokens:>12,.0f} {r.steps:>5.0f} {diff:>13}"
+        )
+    return "\n".join(lines)
+
+
+def write_results_json(path: str | Path, results: pd.DataFrame) -> None:
+    """`{"results": [...]}` with exactly RESULT_KEYS per row (ratio null for the full arm)."""
+    rows = []
+    for r in results.to_dict("records"):
+        row = {k: r[k] for k in RESULT_KEYS}
+        if row["ratio"] is not None:
+            row["ratio"] = None if pd.isna(row["ratio"]) else float(row["ratio"])
+        for k in ("seed", "train_tokens", "steps"):
+            row[k] = int(row[k])
+        for k in ("val_bits_per_token", "val_bits_per_byte", "seconds"):
+            row[k] = float(row[k])
+        rows.append(row)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"results": rows}, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def available_scores(store: Store, run_id: str) -> list[str]:
+    """Scores a rule can rank RUN by (those whose columns hold values in the run)."""
+    from core.measures.registry import score_columns, score_names
+    from core.scoring import run_score_columns
+
+    present = set(run_score_columns(store, run_id))
+    return [s for s in score_names() if set(score_columns(s)) <= present]
+
+
+def start_validation_job(store: Store, spec: Spec) -> str:
+    """Check SPEC, then start `infoprune validate` in the background; returns the validation id."""
+    check_spec(store, spec)
+    start_job(store, "validate", spec.argv(), ref=spec.validation_id)
+    return spec.validation_id
+
+
+def resume_validation_job(store: Store, validation_id: str) -> str:
+    """Start a stopped validation again with the command that created it."""
+    rows = store.query("SELECT settings FROM validations WHERE validation_id = ?", [validation_id])
+    if not rows:
+        raise InputError(f"unknown validation '{validation_id}'")
+    start_job(store, "validate", json.loads(rows[0][0])["argv"], ref=validation_id)
+    return validation_id
+
+
+def cancel_validation(store: Store, validation_id: str) -> bool:
+    """Ask the process running a validation to stop (the arm in training is dropped)."""
+    rows = store.query("SELECT pid FROM validations WHERE validation_id = ?", [validation_id])
+    return bool(rows) and send_cancel(rows[0][0])
+
+
+def validation_log(store: Store, validation_id: str, n_lines: int = 6) -> str:
+    """The last lines the validation's latest background job printed."""
+    job = job_for_ref(store, validation_id)
+    return read_log_tail(job["log_path"], n_lines) if job else ""
