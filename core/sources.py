@@ -113,8 +113,8 @@ def _from_glob(pattern: str, limit: int | None) -> Source:
         return _duckdb_source("parquet", pattern, files, limit)
     if kind == "json":
         return _duckdb_source("json", pattern, files, limit)
-    if kind == "csv":
-        return _duckdb_source("csv", pattern, files, limit)
+    if kind in ("csv", "tsv"):
+        return _duckdb_source(kind, pattern, files, limit)
     raise InputError(f"{pattern}: a glob of {kind} files is not supported; use a directory")
 
 
@@ -123,7 +123,7 @@ def _file_kind(path: Path) -> str:
     if base.endswith(_JSON):
         return "json"
     if base.endswith(_CSV):
-        return "csv"
+        return base[-3:]
     if base.endswith(".parquet"):
         return "parquet"
     if base.endswith(".txt"):
@@ -164,6 +164,9 @@ def _duckdb_list(files: list[str]) -> str:
 
 
 def _duckdb_source(kind: str, location: str, files: list[str], limit: int | None) -> Source:
+    for f in files:
+        if f.lower().endswith(".zst"):
+            _check_zstd(Path(f))
     src = Source(kind=kind, location=location, batches=lambda: iter(()))
 
     def sql_for(paths: list[str]) -> str:
@@ -173,7 +176,9 @@ def _duckdb_source(kind: str, location: str, files: list[str], limit: int | None
         elif kind == "json":
             reader = f"read_json({lst}, format='auto', union_by_name=true)"
         else:
-            reader = f"read_csv({lst}, union_by_name=true)"
+            # A fixed delimiter: the sniffer takes commas inside TSV text for the separator.
+            delim = "\t" if kind == "tsv" else ","
+            reader = f"read_csv({lst}, union_by_name=true, header=true, delim='{delim}')"
         return f"SELECT * FROM {reader}" + (f" LIMIT {int(limit)}" if limit else "")
 
     repaired: list[str] = []
@@ -242,6 +247,32 @@ def _open_raw(path: Path):
 
         return zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True)
     return open(path, "rb")
+
+
+def _check_zstd(path: Path) -> None:
+    """DuckDB reads a zstd file cut at a block boundary as if whole: check that every frame ends."""
+    import zstandard
+
+    dctx = zstandard.ZstdDecompressor()
+    frame, fed = dctx.decompressobj(), False
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 22):
+                while chunk:
+                    frame.decompress(chunk)
+                    fed = True
+                    if not frame.eof:
+                        break
+                    chunk = frame.unused_data
+                    frame, fed = dctx.decompressobj(), False
+    except zstandard.ZstdError as exc:
+        raise InputError(
+            f"{path}: truncated or corrupt compressed file ({exc}) — re-create it"
+        ) from exc
+    if fed and not frame.eof:
+        raise InputError(
+            f"{path}: truncated or corrupt compressed file (the zstd stream ends early)"
+        )
 
 
 def _repaired_copy(path: Path, src: Source) -> Path:
