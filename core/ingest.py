@@ -8,13 +8,17 @@ in their order, into a per-dataset table so exports can give them back.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import re
+import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -36,6 +40,8 @@ TEXT_CANDIDATES = (
     "sentence",
 )
 META_KEY = "__sample_id"
+# Caps what DuckDB caches while writing an ingest, so peak memory does not grow with the source.
+INGEST_MEMORY_LIMIT = "256MB"
 _NAME = re.compile(r"^[\w][\w.\-]{0,127}$")
 
 
@@ -152,10 +158,13 @@ def _ingest_once(store, src: Source, name, text_column, id_column, replace, prog
     if id_column is not None and id_column not in columns:
         raise InputError(f"id column '{id_column}' not found; columns are: {', '.join(columns)}")
     meta_table = "meta_" + uuid.uuid4().hex[:12]
-    fp = _Fingerprint()
-    n_read = n_stored = n_bytes = 0
+    store.path.parent.mkdir(parents=True, exist_ok=True)
 
-    with store.transaction() as con:
+    with (
+        tempfile.TemporaryDirectory(prefix="infoprune-ingest-", dir=store.path.parent) as tmp,
+        store.transaction() as con,
+    ):
+        con.execute(f"SET memory_limit = '{INGEST_MEMORY_LIMIT}'")
         old = con.execute("SELECT meta_table FROM datasets WHERE name = ?", [name]).fetchall()
         if old and not replace:
             raise InputError(f"dataset '{name}' already exists — pass --replace to overwrite it")
@@ -164,53 +173,43 @@ def _ingest_once(store, src: Source, name, text_column, id_column, replace, prog
             con.execute("DELETE FROM datasets WHERE name = ?", [name])
             con.execute(f"DROP TABLE IF EXISTS {quote_ident(old[0][0])}")
 
-        batch = first
-        while batch is not None:
-            samples, meta = _prepare(batch, name, text_col, id_column, n_read, src)
-            n_read += batch.num_rows
-            if samples.num_rows:
-                fp.update(samples.column("sample_id"), samples.column("text"))
-                n_stored += samples.num_rows
-                n_bytes += pc.sum(samples.column("n_bytes")).as_py()
-                con.register("_ingest_samples", samples)
-                con.execute("INSERT INTO samples SELECT * FROM _ingest_samples")
-                con.unregister("_ingest_samples")
-            con.register("_ingest_meta", meta)
-            if n_read == batch.num_rows:
-                con.execute(f"CREATE TABLE {meta_table} AS SELECT * FROM _ingest_meta")
-            elif meta.num_rows:
-                con.execute(f"INSERT INTO {meta_table} SELECT * FROM _ingest_meta")
-            con.unregister("_ingest_meta")
-            if progress:
-                progress(n_read)
-            batch = next(batches, None)
+        # One INSERT over a stream lets DuckDB write row groups to disk as they fill; many small
+        # INSERTs in one transaction keep every row (and its Arrow buffers) in memory until commit.
+        meta_path = Path(tmp) / "meta.arrows"
+        stream = _SampleStream(
+            src, itertools.chain([first], batches), text_col, id_column, meta_path, progress
+        )
+        con.register("_ingest_samples", stream.reader())
+        try:
+            con.execute("INSERT INTO samples SELECT ?, * FROM _ingest_samples", [name])
+        except duckdb.Error:
+            if stream.error is not None:
+                raise stream.error from None
+            raise
+        con.unregister("_ingest_samples")
 
-        if n_stored == 0:
+        if stream.n_stored == 0:
             raise InputError(
-                f"no samples with text: all {n_read} rows have a null, empty or "
+                f"no samples with text: all {stream.n_read} rows have a null, empty or "
                 f"whitespace-only '{text_col}'"
             )
-        dup = con.execute(
-            "SELECT sample_id FROM samples WHERE dataset = ? GROUP BY sample_id "
-            "HAVING count(*) > 1 LIMIT 3",
-            [name],
-        ).fetchall()
-        if dup:
-            shown = ", ".join(repr(d[0]) for d in dup)
-            raise InputError(
-                f"id column '{id_column}' is not unique (repeated: {shown}) — "
-                "pick a unique --id-column or drop it to use row positions"
-            )
+        if id_column is not None:
+            _check_unique_ids(con, name, id_column)
+        with pa.OSFile(str(meta_path)) as f:
+            con.register("_ingest_meta", pa.ipc.open_stream(f))
+            con.execute(f"CREATE TABLE {meta_table} AS SELECT * FROM _ingest_meta")
+            con.unregister("_ingest_meta")
+
         schema_json = json.dumps(
             [{"name": f.name, "type": str(f.type)} for f in first.schema], ensure_ascii=False
         )
         report = IngestReport(
             name=name,
-            n_samples=n_stored,
-            n_skipped=n_read - n_stored,
+            n_samples=stream.n_stored,
+            n_skipped=stream.n_read - stream.n_stored,
             n_replaced_bytes=src.counter.replaced_bytes,
-            n_rows_read=n_read,
-            n_bytes=n_bytes,
+            n_rows_read=stream.n_read,
+            n_bytes=stream.n_bytes,
             seconds=time.monotonic() - started,
         )
         con.execute(
@@ -228,11 +227,81 @@ def _ingest_once(store, src: Source, name, text_column, id_column, replace, prog
                 report.n_bytes,
                 schema_json,
                 meta_table,
-                fp.hexdigest(),
+                stream.fingerprint.hexdigest(),
             ],
         )
+        con.execute("RESET memory_limit")  # other connections of this process share the setting
     report.seconds = time.monotonic() - started
     return report
+
+
+def _check_unique_ids(con, name: str, id_column: str) -> None:
+    dup = con.execute(
+        "SELECT sample_id FROM samples WHERE dataset = ? GROUP BY sample_id "
+        "HAVING count(*) > 1 LIMIT 3",
+        [name],
+    ).fetchall()
+    if dup:
+        shown = ", ".join(repr(d[0]) for d in dup)
+        raise InputError(
+            f"id column '{id_column}' is not unique (repeated: {shown}) — "
+            "pick a unique --id-column or drop it to use row positions"
+        )
+
+
+SAMPLES_SCHEMA = pa.schema(
+    [
+        ("sample_id", pa.large_string()),
+        ("row_idx", pa.int64()),
+        ("text", pa.large_string()),
+        ("n_bytes", pa.int64()),
+    ]
+)
+
+
+class _SampleStream:
+    """Source batches turned into sample rows as DuckDB pulls them; the other columns are spilled
+    to an Arrow stream file, since the connection is busy with the INSERT meanwhile."""
+
+    def __init__(self, src: Source, batches, text_col, id_column, meta_path: Path, progress):
+        self.src, self.batches, self.text_col, self.id_column = src, batches, text_col, id_column
+        self.meta_path, self.progress = meta_path, progress
+        self.fingerprint = _Fingerprint()
+        self.n_read = self.n_stored = self.n_bytes = 0
+        # DuckDB reports a failure inside the stream as its own error; this keeps the original.
+        self.error: BaseException | None = None
+
+    def reader(self) -> pa.RecordBatchReader:
+        return pa.RecordBatchReader.from_batches(SAMPLES_SCHEMA, self._batches())
+
+    def _batches(self) -> Iterator[pa.RecordBatch]:
+        writer = None
+        try:
+            for batch in self.batches:
+                samples, meta = _prepare(
+                    batch, self.text_col, self.id_column, self.n_read, self.src
+                )
+                if writer is None:
+                    writer = pa.ipc.new_stream(
+                        str(self.meta_path),
+                        meta.schema,
+                        options=pa.ipc.IpcWriteOptions(compression="lz4"),
+                    )
+                writer.write_table(meta)
+                self.n_read += batch.num_rows
+                if samples.num_rows:
+                    self.fingerprint.update(samples.column("sample_id"), samples.column("text"))
+                    self.n_stored += samples.num_rows
+                    self.n_bytes += pc.sum(samples.column("n_bytes")).as_py()
+                    yield from samples.to_batches()
+                if self.progress:
+                    self.progress(self.n_read)
+        except BaseException as exc:
+            self.error = exc
+            raise
+        finally:
+            if writer is not None:
+                writer.close()
 
 
 def _text_array(col: pa.ChunkedArray | pa.Array, text_col: str, src: Source) -> pa.Array:
@@ -251,7 +320,7 @@ def _text_array(col: pa.ChunkedArray | pa.Array, text_col: str, src: Source) -> 
     )
 
 
-def _prepare(batch: pa.RecordBatch, name, text_col, id_column, offset: int, src: Source):
+def _prepare(batch: pa.RecordBatch, text_col, id_column, offset: int, src: Source):
     n = batch.num_rows
     text = _text_array(batch.column(text_col), text_col, src)
     row_idx = pa.array(np.arange(offset, offset + n, dtype=np.int64))
@@ -274,7 +343,6 @@ def _prepare(batch: pa.RecordBatch, name, text_col, id_column, offset: int, src:
         ids = row_idx.cast(pa.large_string())
     samples = pa.table(
         {
-            "dataset": pa.array([name] * n, pa.large_string()),
             "sample_id": ids,
             "row_idx": row_idx,
             "text": text,
