@@ -531,7 +531,7 @@ def _sample_details(store: Store, ranking: Ranking, positions: list[int]) -> dic
     return out
 
 
-CURVE_RATIOS = tuple(round(0.05 * i, 2) for i in range(0, 20))
+CURVE_RATIOS = tuple(round(0.05 * i, 2) for i in range(21))
 
 
 def kept_curve(ranking: Ranking, rule: Rule, ratios=CURVE_RATIOS) -> pd.DataFrame:

@@ -1,0 +1,247 @@
+"""Prune & Export: pick a score and a rule, see what it keeps as the sliders move, export it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from core.errors import InputError
+from core.explore import load_histogram
+from core.export import FORMATS, export_subset
+from core.measures.registry import WEIGHTED_PREFIX, score_columns, score_names, weighted_name
+from core.prune import RULES, Rule, prune_preview
+from core.scoring import get_run, run_score_columns
+from core.store import Store
+from pages.charts import histogram_figure
+from pages.common import fmt_int, get_store, pick_run, show_error
+
+RULE_LABELS = {
+    "prune-low": "Prune the lowest (the paper's rule)",
+    "prune-high": "Prune the highest",
+    "keep-middle": "Keep the middle (prune both tails)",
+}
+DOWNLOAD_MAX_BYTES = 100 * 1024 * 1024
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def cached_columns(db: str, run: str) -> list[str]:
+    return run_score_columns(Store(db), run)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def cached_histogram(db: str, run: str, score: str):
+    return load_histogram(Store(db), run, score, bins=80)
+
+
+def percent_slider(label: str, key: str, default: float) -> float:
+    """A 0–100 % slider; returns the ratio as the decimal the slider shows (12.5 % -> 0.125)."""
+    pct = st.slider(label, 0.0, 100.0, default, 0.5, format="%.1f%%", key=key)
+    return round(pct / 100, 6)
+
+
+def pct(x: float | None) -> str:
+    return "—" if x is None else f"{x:.1%}"
+
+
+st.title("Prune & Export")
+st.caption(
+    "Rank the samples by a score, choose which end to prune and how much, and see what goes "
+    "before you export. Samples are ranked by (score, sample id); a ratio r of N scored samples "
+    "prunes floor(r·N + 0.5) of them. Samples without a score are always kept."
+)
+store = get_store()
+db = str(store.path)
+run_id = pick_run(store, key="prune_run")
+if run_id is None:
+    st.stop()
+
+try:
+    run = get_run(store, run_id)
+    present = set(cached_columns(db, run_id))
+    options = [n for n in score_names() if set(score_columns(n)) <= present]
+    if not options:
+        st.info("This run holds no score to rank by yet.")
+        st.stop()
+    c1, c2 = st.columns([2, 1])
+    score = c1.selectbox(
+        "Rank by",
+        options,
+        index=options.index("bits_per_token") if "bits_per_token" in options else 0,
+        key="prune_score",
+        help="bits_per_token is the paper's measure; weighted mixes it with word entropy.",
+    )
+    if score.startswith(WEIGHTED_PREFIX):
+        alpha = c2.slider("Weight α of bits_per_token", 0.0, 1.0, 0.5, 0.05, key="prune_alpha")
+        score = weighted_name(alpha)
+    kind = st.radio("Rule", RULES, format_func=RULE_LABELS.get, horizontal=True, key="prune_rule")
+    by = st.radio(
+        "Set by",
+        ["ratio", "threshold"],
+        horizontal=True,
+        key="prune_by",
+        format_func={"ratio": "Share of samples", "threshold": "Score threshold"}.get,
+    )
+    hist = cached_histogram(db, run_id, score)
+    low = high = None
+    if by == "ratio":
+        if kind in ("prune-low", "keep-middle"):
+            low = percent_slider("Prune the lowest", "ratio_low", 10.0)
+        if kind in ("prune-high", "keep-middle"):
+            high = percent_slider("Prune the highest", "ratio_high", 10.0)
+    else:
+        lo_edge, hi_edge = (hist.edges[0], hist.edges[-1]) if hist.edges else (0.0, 1.0)
+        t1, t2 = st.columns(2)
+        if kind in ("prune-low", "keep-middle"):
+            low = t1.number_input(
+                "Prune scores below",
+                value=lo_edge + 0.1 * (hi_edge - lo_edge),
+                format="%.4f",
+                key=f"threshold_low_{score}",
+            )
+        if kind in ("prune-high", "keep-middle"):
+            high = t2.number_input(
+                "Prune scores above",
+                value=hi_edge - 0.1 * (hi_edge - lo_edge),
+                format="%.4f",
+                key=f"threshold_high_{score}",
+            )
+    rule = Rule(kind, low, high, by)
+    preview = prune_preview(store, run_id, score, rule, seed=st.session_state.get("prune_seed", 0))
+    sel = preview.selection
+
+    m = st.columns(6)
+    m[0].metric("Kept samples", f"{fmt_int(sel.n_kept)} / {fmt_int(sel.n_total)}")
+    m[1].metric("Pruned samples", fmt_int(sel.n_pruned))
+    m[2].metric("Kept share of samples", pct(sel.kept_share))
+    m[3].metric(
+        "Kept share of tokens",
+        pct(sel.kept_tokens_share),
+        help=None if sel.has_tokens else "This run has no token counts (no model).",
+    )
+    m[4].metric("Kept share of bytes", pct(sel.kept_bytes_share))
+    m[5].metric(
+        "Unscored (kept)",
+        fmt_int(sel.n_unscored),
+        help="Samples without a value for this score are never pruned; they are exported "
+        "with the kept part.",
+    )
+    cut_text = []
+    for tail, cut in sel.cuts.items():
+        side = "lowest" if tail == "low" else "highest"
+        if cut.k == 0:
+            cut_text.append(f"nothing pruned from the {side} end")
+        else:
+            kept = "—" if cut.first_kept is None else f"{cut.first_kept:.4f}"
+            cut_text.append(
+                f"{side} {fmt_int(cut.k)} pruned: last pruned score {cut.last_pruned:.4f}, "
+                f"first kept {kept}"
+            )
+    st.caption(f"{RULE_LABELS[kind].split(' (')[0]} by {score}: " + "; ".join(cut_text) + ".")
+
+    fig = histogram_figure(hist, f"{score}: pruned parts shaded", height=300)
+    if hist.edges:
+        for tail, cut in sel.cuts.items():
+            if cut.k == 0 or cut.line is None:
+                continue
+            x0, x1 = (hist.edges[0], cut.line) if tail == "low" else (cut.line, hist.edges[-1])
+            fig.add_vrect(x0=x0, x1=x1, fillcolor="crimson", opacity=0.15, line_width=0)
+            fig.add_vline(x=cut.line, line_color="crimson", line_dash="dash")
+    st.plotly_chart(fig, key="prune_hist")
+
+    st.subheader("At the cut")
+    st.caption("The samples just either side of each threshold: is the line in the right place?")
+    st.dataframe(
+        preview.borderline,
+        hide_index=True,
+        width="stretch",
+        column_config={"score": st.column_config.NumberColumn(score, format="%.4f")},
+    )
+
+    st.subheader("A random handful of what would be pruned")
+    st.number_input("Seed", min_value=0, step=1, key="prune_seed")
+    if preview.random_pruned.empty:
+        st.caption("Nothing is pruned.")
+    else:
+        st.dataframe(
+            preview.random_pruned,
+            hide_index=True,
+            width="stretch",
+            column_config={"score": st.column_config.NumberColumn(score, format="%.4f")},
+        )
+
+    curve = preview.curve
+    y = "kept_tokens_share" if sel.has_tokens else "kept_bytes_share"
+    fig = go.Figure(
+        go.Scatter(x=curve["pruned_ratio"], y=curve[y], mode="lines+markers", name="same rule")
+    )
+    current = curve[curve["current"]]
+    fig.add_trace(
+        go.Scatter(
+            x=current["pruned_ratio"],
+            y=current[y],
+            mode="markers",
+            name="now",
+            marker=dict(size=12, color="crimson"),
+        )
+    )
+    fig.update_layout(
+        title=f"Kept share of {'tokens' if sel.has_tokens else 'bytes'} against share of samples "
+        "pruned",
+        height=280,
+        margin=dict(l=10, r=10, t=40, b=10),
+        showlegend=False,
+    )
+    fig.update_xaxes(title="share of scored samples pruned", tickformat=".0%")
+    fig.update_yaxes(title="kept share", tickformat=".0%", range=[0, 1.02])
+    st.plotly_chart(fig, key="prune_curve")
+
+    st.subheader("Export")
+    default_dir = Path(store.path).parent / "exports"
+    e1, e2, e3 = st.columns(3)
+    fmt = e1.selectbox(
+        "Format", FORMATS, index=1, key="export_format", help="hf = a datasets.save_to_disk folder"
+    )
+    part = e2.radio("Write", ["kept", "pruned"], horizontal=True, key="export_part")
+    with_scores = e3.checkbox("Add the score columns", key="export_with_scores")
+    tag = "-".join(f"{v:g}" for v in (low, high) if v is not None)
+    suffix = "" if fmt == "hf" else f".{fmt}"
+    out = st.text_input(
+        "Write to",
+        value=str(default_dir / f"{run['dataset']}-{kind}-{tag}-{part}{suffix}"),
+        key=f"export_out_{fmt}",
+        help="A manifest PATH.manifest.json is written beside it; the CLI can rebuild from it.",
+    )
+    overwrite = st.checkbox("Replace it if it exists", key="export_overwrite")
+    if st.button("Export", type="primary", key="export_button"):
+        Path(out).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        with st.spinner("Exporting…"):
+            result = export_subset(
+                store,
+                run_id,
+                score,
+                rule,
+                out,
+                fmt=fmt,
+                part=part,
+                with_scores=with_scores,
+                overwrite=overwrite,
+            )
+        st.session_state["last_export"] = (str(result.path), result.line(), fmt)
+    if "last_export" in st.session_state:
+        path, line, last_fmt = st.session_state["last_export"]
+        st.success(line)
+        file = Path(path)
+        if last_fmt != "hf" and file.is_file() and file.stat().st_size <= DOWNLOAD_MAX_BYTES:
+            st.download_button(
+                f"Download {file.name}",
+                file.read_bytes(),
+                file_name=file.name,
+                key="export_download",
+            )
+        st.code(
+            f"infoprune export --from-manifest {path}.manifest.json --out PATH", language="bash"
+        )
+except InputError as exc:
+    show_error(exc)
