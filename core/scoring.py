@@ -101,9 +101,10 @@ def score_dataset(
     cancel = cancel or CancelToken()
     validate_options(opts)
     info = get_dataset(store, dataset)
-    from core.models import check_device
+    if not is_model_free(opts.model):
+        from core.models import check_device
 
-    check_device(opts.device)
+        check_device(opts.device)
     scorer, model_hash, settings = _prepare_model(opts)
     measures = [m for m in all_measures() if scorer is not None or not m.needs_model]
     settings["measures"] = [m.name for m in measures]
@@ -269,7 +270,9 @@ def _score_chunks(store, run_id, info, scorer, measures, last_row, limit, cancel
         "WHERE run_id = ?",
         [run_id],
     )[0]
-    state = {"rows": 16, "last_row": last_row, "remaining": n_total - n_done}
+    # Small first chunks show progress soon; model-free chunks are cheap, so start large.
+    first_rows = 16 if scorer is not None else 2048
+    state = {"rows": first_rows, "last_row": last_row, "remaining": n_total - n_done}
 
     def chunks() -> Iterator[list[tuple[int, str, str]]]:
         while state["remaining"] > 0 and not cancel.cancelled:
@@ -325,7 +328,7 @@ def _score_chunks(store, run_id, info, scorer, measures, last_row, limit, cancel
             )
         # Size the next chunks so a commit happens every few seconds whatever the speed.
         scale = TARGET_CHUNK_SECONDS / max(elapsed, 1e-3)
-        state["rows"] = int(min(max(state["rows"] * min(max(scale, 0.5), 2.0), 16), 8192))
+        state["rows"] = int(min(max(state["rows"] * min(max(scale, 0.5), 2.0), 16), 16384))
         chunk_start = time.monotonic()
     return "cancelled" if cancel.cancelled and n_done < n_total else "done"
 
