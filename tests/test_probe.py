@@ -11,16 +11,23 @@ from pathlib import Path
 import pytest
 
 from core.cli import main
+from core.errors import InputError
 from core.ingest import ingest_dataset
 from core.jobs import CancelToken
 from core.probe import (
+    Budget,
+    ProbeConfig,
     ProbeOptions,
+    cancel_probe,
     evaluate_bits,
     list_probes,
     pack_rows,
     probe_curve,
     run_probe,
     split_ids,
+    start_probe_job,
+    train_lm,
+    train_tokenizer,
     weights_hash,
 )
 from core.store import Store
@@ -200,6 +207,50 @@ def test_cancel_then_rerun_resumes_from_the_checkpoint(store, tmp_path):
     assert straight.card["model_hash"] == second.card["model_hash"]
 
 
+def test_train_lm_without_a_store_stops_when_its_time_is_up():
+    texts = [r["text"] for r in short_docs(30)]
+    tok = train_tokenizer(texts[:25], 400)
+    config = ProbeConfig(size="tiny", vocab=400, batch_size=2)
+    model, stats = train_lm(tok, texts[:25], texts[25:], config, Budget(minutes=0.05))
+    assert stats.status == "done" and stats.steps == stats.total_steps >= 1
+    assert 3 <= stats.seconds < 20  # the budget, plus the step and evaluation in flight
+    bpt, bpb = evaluate_bits(model, tok, texts[25:])
+    assert 0 < bpb < bpt
+
+
+@pytest.mark.slow
+def test_background_job_reports_progress_and_cancels_to_a_checkpoint(store, tmp_path):
+    import time
+
+    ingest(store, tmp_path, 40)
+    out = tmp_path / "probe"
+    probe_id = start_probe_job(
+        store, "docs", out, fraction=0.5, size="tiny", vocab=400, batch_size=2, steps=100000
+    )
+    assert list_probes(store).iloc[0]["status"] in ("queued", "running")
+    deadline = time.monotonic() + 180
+    while list_probes(store).iloc[0]["step"] < 5:
+        assert time.monotonic() < deadline, list_probes(store).iloc[0].to_dict()
+        time.sleep(0.5)
+    assert cancel_probe(store, probe_id)
+    while list_probes(store).iloc[0]["status"] != "cancelled":
+        assert time.monotonic() < deadline, list_probes(store).iloc[0].to_dict()
+        time.sleep(0.5)
+    assert (out / "checkpoint" / "state.pt").exists()
+    assert len(probe_curve(store, probe_id)) >= 1
+    assert not cancel_probe(store, probe_id)
+
+
+def test_background_job_refuses_bad_input_before_starting(store, tmp_path):
+    ingest(store, tmp_path, 12)
+    with pytest.raises(InputError, match="--fraction"):
+        start_probe_job(store, "docs", tmp_path / "p", fraction=2.0)
+    with pytest.raises(InputError, match="unknown dataset"):
+        start_probe_job(store, "nope", tmp_path / "p")
+    assert store.query("SELECT count(*) FROM jobs")[0][0] == 0
+    assert list_probes(store).empty
+
+
 def error_line(capsys) -> str:
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ")
@@ -275,6 +326,16 @@ def test_checkpoint_of_other_options_is_not_resumed(store, tmp_path, capsys):
     (out / "checkpoint" / "resume.json").write_text(json.dumps({"key": "other", "probe_id": "x"}))
     rc = main(["train-probe", "--dataset", "docs", "--out", str(out), "--db", str(store.path)])
     assert rc == 2 and "other options" in error_line(capsys)
+
+
+def test_a_directory_being_trained_is_refused(store, tmp_path, capsys):
+    from core.probe import _lock_out_dir
+
+    ingest(store, tmp_path, 12)
+    out = tmp_path / "p"
+    with _lock_out_dir(out):  # as a training process holds it
+        rc = main(["train-probe", "--dataset", "docs", "--out", str(out), "--db", str(store.path)])
+    assert rc == 2 and "another process" in error_line(capsys)
 
 
 def test_unknown_dataset_is_refused(store, tmp_path, capsys):
