@@ -339,7 +339,7 @@ def run_validation(
     _finish(store, vid, status)
     if status == "done":
         shutil.rmtree(_work_dir(store, vid), ignore_errors=True)
-    return Outcome(vid, status, load_results(store, vid).to_dict("records"))
+    return Outcome(vid, status, result_rows(load_results(store, vid)))
 
 
 def _train_arms(store, spec: Spec, run, arms, cancel, on_event) -> str:
@@ -704,22 +704,32 @@ def format_summary(summary: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def write_results_json(path: str | Path, results: pd.DataFrame) -> None:
-    """`{"results": [...]}` with exactly RESULT_KEYS per row (ratio null for the full arm)."""
+def result_rows(results: pd.DataFrame) -> list[dict]:
+    """Result rows as plain Python values with exactly RESULT_KEYS (ratio None for full)."""
     rows = []
     for r in results.to_dict("records"):
-        row = {k: r[k] for k in RESULT_KEYS}
-        if row["ratio"] is not None:
-            row["ratio"] = None if pd.isna(row["ratio"]) else float(row["ratio"])
-        for k in ("seed", "train_tokens", "steps"):
-            row[k] = int(row[k])
-        for k in ("val_bits_per_token", "val_bits_per_byte", "seconds"):
-            row[k] = float(row[k])
-        rows.append(row)
+        ratio = r["ratio"]
+        rows.append(
+            {
+                "arm": r["arm"],
+                "ratio": None if ratio is None or pd.isna(ratio) else float(ratio),
+                "seed": int(r["seed"]),
+                "val_bits_per_token": float(r["val_bits_per_token"]),
+                "val_bits_per_byte": float(r["val_bits_per_byte"]),
+                "train_tokens": int(r["train_tokens"]),
+                "steps": int(r["steps"]),
+                "seconds": float(r["seconds"]),
+            }
+        )
+    return rows
+
+
+def write_results_json(path: str | Path, results: pd.DataFrame) -> None:
+    """`{"results": [...]}`, one row per finished arm (see `result_rows`), written atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"results": rows}, indent=1) + "\n")
+    tmp.write_text(json.dumps({"results": result_rows(results)}, indent=1) + "\n")
     os.replace(tmp, path)
 
 

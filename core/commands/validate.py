@@ -46,6 +46,7 @@ def register(sub, parents) -> None:
 def run(args, store) -> int:
     from core.jobs import CancelToken
     from core.validate import (
+        check_spec,
         format_summary,
         load_results,
         make_spec,
@@ -64,6 +65,7 @@ def run(args, store) -> int:
         budget=args.budget,
         quick=args.quick,
     )
+    check_spec(store, spec)
     cancel = CancelToken().install()
     print(f"validation {spec.validation_id}: {len(spec.arms())} arms", file=sys.stderr)
     outcome = run_validation(store, spec, cancel=cancel, on_event=_print_event)

@@ -1,0 +1,389 @@
+"""Validating a rule: the split, the arms, the JSON and store rows, resume, bad input, the page."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import core.probe
+from core import validate
+from core.cli import main
+from core.ingest import ingest_dataset
+from core.jobs import CancelToken
+from core.prune import Rule, load_ranking, select, selected_row_idx
+from core.scoring import ScoreOptions, score_dataset
+from core.store import Store
+from tests.conftest import ROOT, corpus_texts, write_jsonl
+
+# Seconds, not minutes: a few steps of the tiny model on a small pool.
+TEST_SETTINGS = validate.Settings(
+    size="tiny", steps=4, seq_len=32, batch_size=4, vocab=300, pool_bytes=30_000, eval_bytes=8_000
+)
+N_DOCS = 150
+PROBE_TRAIN = 40  # samples marked as having trained the run's model
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _small_presets():
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(validate.PRESETS, "default", TEST_SETTINGS)
+        mp.setitem(validate.PRESETS, "quick", TEST_SETTINGS)
+        yield
+
+
+class Recorder:
+    """Wraps the probe's train_lm / evaluate_bits and remembers what each arm trained on."""
+
+    def __init__(self, mp: pytest.MonkeyPatch):
+        self.train: list[dict] = []
+        self.eval: list[list[str]] = []
+        real_train, real_eval = core.probe.train_lm, core.probe.evaluate_bits
+
+        def train_lm(tokenizer, train_texts, val_texts, config, budget, seed=0, **kw):
+            self.train.append({"texts": list(train_texts), "steps": budget.steps, "seed": seed})
+            return real_train(tokenizer, train_texts, val_texts, config, budget, seed, **kw)
+
+        def evaluate_bits(model, tokenizer, texts):
+            self.eval.append(list(texts))
+            return real_eval(model, tokenizer, texts)
+
+        mp.setattr(core.probe, "train_lm", train_lm)
+        mp.setattr(core.probe, "evaluate_bits", evaluate_bits)
+
+
+def _build(tmp: Path, model: str) -> tuple[Store, str, list[dict]]:
+    """A store with N_DOCS real documents scored by MODEL; with a model, the first PROBE_TRAIN are
+    marked as its training samples."""
+    store = Store(tmp / "ws.duckdb", lock_timeout=30)
+    docs = [{"id": r["id"], "text": r["text"][:1500]} for r in corpus_texts(N_DOCS)]
+    ingest_dataset(store, str(write_jsonl(tmp / "d.jsonl", docs)), "d", id_column="id")
+    run_id = score_dataset(store, "d", ScoreOptions(model=model)).run_id
+    run = store.query("SELECT model_hash, fingerprint FROM runs WHERE run_id = ?", [run_id])[0]
+    with store.transaction() as con:
+        for d in docs[: PROBE_TRAIN if run[0] else 0]:
+            con.execute("INSERT INTO probe_samples VALUES (?, ?, ?, 'train')", [*run, d["id"]])
+    return store, run_id, docs
+
+
+@pytest.fixture(scope="module")
+def done(tmp_path_factory, tiny_model_dir):
+    """One finished validation through the CLI: 2 seeds × (full + 2 ratios × pruned/random)."""
+    tmp = tmp_path_factory.mktemp("validate")
+    store, run_id, docs = _build(tmp, str(tiny_model_dir))
+    json_path = tmp / "out" / "results.json"
+    argv = ["validate", "--run", run_id, "--rule", "prune-low", "--ratios", "0.2,0.4"]
+    argv += ["--seeds", "2", "--json", str(json_path), "--db", str(store.path)]
+    with pytest.MonkeyPatch.context() as mp:
+        rec = Recorder(mp)
+        rc = main(argv)
+    spec = validate.make_spec(run_id, "prune-low", "0.2,0.4", seeds=2)
+    return {
+        "rc": rc,
+        "store": store,
+        "run_id": run_id,
+        "docs": docs,
+        "json": json_path,
+        "rec": rec,
+        "spec": spec,
+        "argv": argv,
+    }
+
+
+# ---- pure parts -----------------------------------------------------------------------------
+
+
+def test_split_is_disjoint_seeded_order_free_and_skips_probe_samples():
+    rng = random.Random(3)
+    ids = [f"doc{i}" for i in range(400)]
+    n_bytes = [rng.randrange(10, 500) for _ in ids]
+    excluded = set(ids[:150])
+    ev, pool = validate.split_eval_pool(ids, n_bytes, excluded, eval_bytes=5_000, pool_bytes=20_000)
+    assert not set(ev) & set(pool)
+    assert not {ids[p] for p in ev} & excluded
+    assert {ids[p] for p in pool} & excluded  # the probe's samples may train arms
+    # Each part fills to its cap and stops at the document that reaches it.
+    assert 5_000 <= sum(n_bytes[p] for p in ev) < 5_000 + max(n_bytes)
+    assert 20_000 <= sum(n_bytes[p] for p in pool) < 20_000 + max(n_bytes)
+    # A function of the ids and seed only: shuffled rows give the same sets.
+    order = list(range(400))
+    random.Random(9).shuffle(order)
+    ev2, pool2 = validate.split_eval_pool(
+        [ids[i] for i in order], [n_bytes[i] for i in order], excluded, 5_000, 20_000
+    )
+    assert {ids[order[p]] for p in ev2} == {ids[p] for p in ev}
+    assert {ids[order[p]] for p in pool2} == {ids[p] for p in pool}
+    other, _ = validate.split_eval_pool(ids, n_bytes, excluded, 5_000, 20_000, seed=1)
+    assert set(other) != set(ev)
+
+
+def test_random_subset_matches_tokens_within_one_document():
+    rng = random.Random(5)
+    tokens = [rng.choice([3, 40, 200, 1500]) for _ in range(300)]
+    for seed in range(40):
+        target = rng.randrange(1, sum(tokens))
+        picked = validate.matched_random(tokens, target, seed)
+        got = sum(tokens[i] for i in picked)
+        assert len(set(picked)) == len(picked)
+        # Within one document: the closer of the prefix that reaches the target and one less.
+        assert abs(got - target) <= max(tokens) / 2
+        assert validate.matched_random(tokens, target, seed) == picked
+    assert validate.matched_random(tokens, 5000, 1) != validate.matched_random(tokens, 5000, 2)
+    assert validate.matched_random(tokens, sum(tokens) + 10, 0) == list(range(300))
+    assert len(validate.matched_random([10] * 50, 123, 0)) == 12
+
+
+def test_ratio_conventions():
+    assert validate.parse_ratios("prune-low", "0.1, 0.2,0.3") == ((0.1, 0), (0.2, 0), (0.3, 0))
+    assert validate.parse_ratios("prune-high", "0.25") == ((0, 0.25),)
+    spec = validate.make_spec("r", "keep-middle", "0.1:0.05,0.3")
+    assert spec.ratios == ((0.1, 0.05), (0.15, 0.15))
+    assert spec.ratio_values == [0.15, 0.3]
+    assert "0.1:0.05,0.15:0.15" in spec.argv()
+    assert validate.make_spec("r", "prune-low", "0.2", quick=True).seeds == 1
+    assert validate.make_spec("r", "prune-low", "0.2").seeds == 3
+    arms = validate.make_spec("r", "prune-low", "0.1,0.2", seeds=2).arms()
+    assert len(arms) == 2 * (1 + 2 * 2) and arms[0] == ("full", None, 0)
+
+
+def test_packed_rows_and_steps_per_budget():
+    tok = [5, 70, 1, 300]
+    seqs = [[1] * n for n in tok]
+    assert validate.packed_rows(tok, 32) == len(core.probe.pack_rows(seqs, 32, 0)[0])
+    steps = validate.make_spec("r", "prune-low", "0.2").settings.steps
+    epochs = validate.make_spec("r", "prune-low", "0.2", budget="equal-epochs")
+    assert validate.arm_steps(epochs, 50, 100) == round(steps / 2)
+    assert validate.arm_steps(epochs, 100, 100) == steps
+    assert validate.arm_steps(validate.make_spec("r", "prune-low", "0.2"), 50, 100) == steps
+
+
+def test_summary_is_mean_and_sample_std_over_seeds_with_paired_difference():
+    rows = []
+    for seed, (full, pruned, random_) in enumerate([(5.0, 5.5, 5.2), (6.0, 6.1, 6.2)]):
+        for arm, ratio, bpt in (
+            ("full", None, full),
+            ("pruned", 0.2, pruned),
+            ("random", 0.2, random_),
+        ):
+            rows.append(
+                dict(
+                    arm=arm,
+                    ratio=ratio,
+                    seed=seed,
+                    val_bits_per_token=bpt,
+                    val_bits_per_byte=bpt / 4,
+                    train_tokens=100,
+                    steps=10,
+                    seconds=1.0,
+                )
+            )
+    s = validate.summarize(pd.DataFrame(rows))
+    assert list(s["arm"]) == ["full", "pruned", "random"]
+    assert s.loc[0, "ratio"] is None and s.loc[1, "ratio"] == 0.2
+    assert s.loc[0, "bpt_mean"] == pytest.approx(5.5)
+    assert s.loc[0, "bpt_std"] == pytest.approx(pd.Series([5.0, 6.0]).std())
+    assert s.loc[1, "minus_random"] == pytest.approx(((5.5 - 5.2) + (6.1 - 6.2)) / 2)
+    assert pd.isna(s.loc[2, "minus_random"])
+    assert "pruned-random" in validate.format_summary(s)
+
+
+# ---- a real validation ----------------------------------------------------------------------
+
+
+def test_cli_writes_json_and_store_rows(done, capsys):
+    assert done["rc"] == 0
+    data = json.loads(done["json"].read_text())
+    assert list(data) == ["results"]
+    rows = data["results"]
+    assert len(rows) == 2 * (1 + 2 * 2)
+    assert all(list(r) == list(validate.RESULT_KEYS) for r in rows)
+    assert {(r["arm"], r["ratio"]) for r in rows} == {
+        ("full", None),
+        ("pruned", 0.2),
+        ("random", 0.2),
+        ("pruned", 0.4),
+        ("random", 0.4),
+    }
+    assert sorted({r["seed"] for r in rows}) == [0, 1]
+    for r in rows:
+        assert 0 < r["val_bits_per_byte"] < r["val_bits_per_token"] < 20
+        assert r["steps"] == TEST_SETTINGS.steps and r["train_tokens"] > 0 and r["seconds"] > 0
+    stored = validate.load_results(done["store"], done["spec"].validation_id)
+    assert validate.result_rows(stored) == rows
+    v = validate.list_validations(done["store"], done["run_id"]).iloc[0]
+    assert (v.status, v.n_done, v.n_total) == ("done", 10, 10)
+    assert v.settings["tokenizer"].startswith("the run's model")
+    assert v.settings["probe_samples_excluded"] == PROBE_TRAIN
+
+
+def test_eval_set_never_trains_an_arm_and_skips_probe_samples(done):
+    rec = done["rec"]
+    assert len(rec.train) == 10 and len(rec.eval) == 10
+    eval_texts = set(rec.eval[0])
+    assert all(set(e) == eval_texts for e in rec.eval)  # one fixed held-out set
+    for call in rec.train:
+        assert not eval_texts & set(call["texts"])
+    probe_texts = {d["text"] for d in done["docs"][:PROBE_TRAIN]}
+    assert not eval_texts & probe_texts
+    full_texts = set(rec.train[0]["texts"])
+    assert full_texts & probe_texts  # the pool is what an export would hold
+
+
+def test_pruned_arm_is_the_exported_kept_set_within_the_pool(done):
+    store, rec = done["store"], done["rec"]
+    ranking = load_ranking(store, done["run_id"], "bits_per_token")
+    text_of = dict(store.query("SELECT row_idx, text FROM samples"))
+    for seed in (0, 1):
+        full, *arms = [c["texts"] for c in rec.train if c["seed"] == seed]
+        for k, ratio in enumerate((0.2, 0.4)):
+            selection = select(ranking, Rule("prune-low", ratio))
+            kept = {text_of[i] for i in selected_row_idx(ranking, selection, "kept")}
+            pruned, random_ = arms[2 * k], arms[2 * k + 1]
+            assert pruned == [t for t in full if t in kept]
+            assert set(random_) <= set(full) and random_ != pruned
+
+
+def test_random_arm_has_the_pruned_arms_tokens_within_one_document(done, tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    from core.probe import encode
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    rows = json.loads(done["json"].read_text())["results"]
+    full = done["rec"].train[0]["texts"]
+    longest = max(len(ids) for ids in encode(tokenizer, full))
+    for seed in (0, 1):
+        for ratio in (0.2, 0.4):
+            t = {
+                r["arm"]: r["train_tokens"]
+                for r in rows
+                if r["seed"] == seed and r["ratio"] == ratio
+            }
+            assert t["random"] != 0 and abs(t["random"] - t["pruned"]) <= longest
+            full_tokens = next(
+                r["train_tokens"] for r in rows if r["arm"] == "full" and r["seed"] == seed
+            )
+            assert t["pruned"] < full_tokens
+
+
+def test_equal_steps_and_equal_epochs(done):
+    assert {c["steps"] for c in done["rec"].train} == {TEST_SETTINGS.steps}
+    store, run_id = done["store"], done["run_id"]
+    spec = validate.make_spec(run_id, "prune-low", "0.4", seeds=1, budget="equal-epochs")
+    with pytest.MonkeyPatch.context() as mp:
+        rec = Recorder(mp)
+        outcome = validate.run_validation(store, spec)
+    assert outcome.status == "done" and outcome.validation_id != done["spec"].validation_id
+    steps = {r["arm"]: r["steps"] for r in outcome.results}
+    assert steps["full"] == TEST_SETTINGS.steps
+    assert steps["pruned"] == steps["random"] or abs(steps["pruned"] - steps["random"]) <= 1
+    assert steps["pruned"] < steps["full"]
+    full, pruned = rec.train[0]["texts"], rec.train[1]["texts"]
+    assert len(pruned) < len(full)
+
+
+def test_cancelled_validation_resumes_without_retraining_finished_arms(done):
+    store, run_id = done["store"], done["run_id"]
+    spec = validate.make_spec(run_id, "prune-high", "0.3", seeds=2)
+    cancel = CancelToken()
+
+    def stop_after_first(event):
+        if event.result is not None:
+            cancel.cancel()
+
+    outcome = validate.run_validation(store, spec, cancel=cancel, on_event=stop_after_first)
+    assert outcome.status == "cancelled" and len(outcome.results) == 1
+    v = validate.list_validations(store, run_id).set_index("validation_id").loc[spec.validation_id]
+    assert (v.status, v.n_done, v.n_total) == ("cancelled", 1, 6)
+
+    with pytest.MonkeyPatch.context() as mp:
+        rec = Recorder(mp)
+        assert main(spec.argv() + ["--db", str(store.path)]) == 0
+    assert len(rec.train) == 5
+    results = validate.load_results(store, spec.validation_id)
+    assert len(results) == 6 and not results.duplicated(["arm", "ratio", "seed"]).any()
+    assert validate.result_rows(results)[0] == outcome.results[0]
+
+    with pytest.MonkeyPatch.context() as mp:
+        rec = Recorder(mp)
+        assert main(spec.argv() + ["--db", str(store.path)]) == 0
+    assert rec.train == []
+
+
+def test_model_free_run_trains_a_tokenizer_on_the_pool(tmp_path):
+    store, run_id, _ = _build(tmp_path, "none")
+    spec = validate.make_spec(run_id, "keep-middle", "0.1:0.2", score="word_entropy", seeds=1)
+    with pytest.MonkeyPatch.context() as mp:
+        rec = Recorder(mp)
+        outcome = validate.run_validation(store, spec)
+    assert outcome.status == "done" and [r["ratio"] for r in outcome.results] == [None, 0.3, 0.3]
+    v = validate.list_validations(store, run_id).iloc[0]
+    assert v.settings["tokenizer"] == "byte-level BPE (300) trained on the pool"
+    assert not set(rec.eval[0]) & {t for c in rec.train for t in c["texts"]}
+    assert not validate._work_dir(store, spec.validation_id).exists()  # tidied when done
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--run", "run-nope"], "unknown run 'run-nope'"),
+        (["--ratios", "1.5"], "between 0 and 1"),
+        (["--ratios", "0"], "more than 0 and less than all"),
+        (["--ratios", "0.1,abc"], "'abc' is not a number"),
+        (["--ratios", "0.1:0.1"], "LOW:HIGH pairs are for keep-middle"),
+        (["--ratios", "0.2,0.2"], "the same total share twice"),
+        (["--rule", "keep-middle", "--ratios", "0.6:0.5"], "more than 1"),
+        (["--score", "nonsense"], "unknown score 'nonsense'"),
+        (["--score", "weighted:2"], "bad weighted score"),
+        (["--seeds", "0"], "--seeds must be 1 or more"),
+    ],
+)
+def test_bad_input_is_one_error_line(done, capsys, args, message):
+    argv = ["validate", "--run", done["run_id"], "--rule", "prune-low", "--ratios", "0.2"]
+    argv += ["--db", str(done["store"].path)]
+    for flag, value in zip(args[::2], args[1::2], strict=True):
+        if flag in argv:
+            argv[argv.index(flag) + 1] = value
+        else:
+            argv += [flag, value]
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+
+
+def test_score_without_values_in_the_run_is_refused(tmp_path, capsys):
+    store, run_id, _ = _build(tmp_path, "none")
+    argv = ["validate", "--run", run_id, "--rule", "prune-low", "--db", str(store.path)]
+    assert main(argv) == 2  # a model-free run holds no bits_per_token
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "has no values for bits_per_token" in err[0]
+
+
+def test_validate_page_shows_results_and_starts_a_job(done, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    started = []
+    monkeypatch.setattr(validate, "start_job", lambda store, kind, argv, ref: started.append(argv))
+    monkeypatch.setenv("INFOPRUNE_DB", str(done["store"].path))
+    at = AppTest.from_file(str(ROOT / "pages" / "6_Validate.py"), default_timeout=60)
+    at.session_state["current_validation"] = done["spec"].validation_id
+    at.run()
+    assert not at.exception
+    assert len(at.get("plotly_chart")) == 1
+    summary = at.dataframe[0].value
+    assert list(summary["arm"][:3]) == ["full", "pruned", "random"]
+    assert len(summary) == 5 and set(summary["seeds"]) == {2}
+
+    at.text_input[0].set_value("0.05, 0.15")
+    at.button[0].click().run()
+    assert not at.exception and not at.error
+    assert started and started[0][:3] == ["validate", "--run", done["run_id"]]
+    assert started[0][started[0].index("--ratios") + 1] == "0.05,0.15"
+
+    at.text_input[0].set_value("2")
+    at.button[0].click().run()
+    assert "between 0 and 1" in at.error[0].value and len(started) == 1
