@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -581,6 +582,7 @@ def _score_pending_shards(
     n_actors, resources = actor_pool(ray, plan, actors, spare_cpus=1)
     rows = batch_rows(_bytes_per_row(pending[0], kind, text_col), opts.max_batch_tokens)
     wanted = [text_col] + ([id_column] if id_column else [])
+    _settle_fsspec_http()
     with _preserving_order(ray):
         # Reads take no CPU slot (actors hold them); Ray retries a failed read task 3 times.
         if kind == "parquet":
@@ -612,6 +614,22 @@ def _score_pending_shards(
             return "cancelled"
     writer.finish(pending)
     return "done"
+
+
+def _settle_fsspec_http() -> None:
+    """Import fsspec's HTTP filesystem once, here, or mark it absent.
+
+    Ray Data's file listing threads each try `from fsspec.implementations.http import ...`; without
+    aiohttp that import fails, and threads racing on the failing import intermittently get a
+    half-built module (ImportError, not the ModuleNotFoundError Ray handles). A None entry in
+    sys.modules makes every later attempt a clean ModuleNotFoundError.
+    """
+    try:
+        import fsspec.implementations.http  # noqa: F401
+    except ModuleNotFoundError:
+        sys.modules["fsspec.implementations.http"] = None
+    except ImportError:
+        pass
 
 
 @contextlib.contextmanager

@@ -98,7 +98,8 @@ def test_ray_engine_gives_the_local_numbers_and_an_ordinary_run(
     remote = out[-1]
     assert remote != local
     worst = _assert_same(_scores(store, remote), _scores(store, local))
-    print(f"ray vs local, largest relative difference: {worst:.2e}")
+    with capsys.disabled():
+        print(f"\nray vs local, largest relative difference: {worst:.2e}")
     engine, status, n_done, n_total, settings = store.query(
         "SELECT engine, status, n_done, n_total, settings FROM runs WHERE run_id = ?", [remote]
     )[0]
@@ -153,7 +154,8 @@ def test_shards_scored_attached_and_restarted(
     assert code == 0, err[-3:]
     attached = out[-1]
     worst = _assert_same(_scores(store, attached), _scores(store, local))
-    print(f"shards vs local, largest relative difference: {worst:.2e}")
+    with capsys.disabled():
+        print(f"\nshards vs local, largest relative difference: {worst:.2e}")
     assert store.query("SELECT engine, n_done FROM runs WHERE run_id = ?", [attached]) == [
         ("ray", len(docs))
     ]
