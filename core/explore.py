@@ -7,6 +7,7 @@ Every function aggregates or pages inside DuckDB, so the UI never holds more tha
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 
@@ -17,9 +18,9 @@ from core.datasets import get_dataset
 from core.errors import InputError
 from core.ingest import META_KEY
 from core.measures.registry import score_expression
-from core.prune import PREVIEW_TEXT_CHARS, rank_order
-from core.scoring import get_run, run_score_columns
-from core.store import Store, quote_ident
+from core.prune import PREVIEW_TEXT_CHARS, Histogram, point_lookups, rank_order
+from core.scoring import get_run
+from core.store import SCORE_COLUMNS, Store, measure_columns, quote_ident
 
 SCATTER_MAX_POINTS = 50_000
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
@@ -35,21 +36,6 @@ def _clean(expr: str) -> str:
 def _values(score: str) -> str:
     """One run's values of SCORE (param: run_id) as a subquery with column `v`."""
     return f"SELECT sample_id, {_clean(score_expression(score))} AS v FROM scores WHERE run_id = ?"
-
-
-@dataclass
-class Histogram:
-    score: str
-    log_x: bool
-    edges: list[float]  # bins + 1 edges, in score units (already 10^x on a log axis)
-    counts: list[int]
-    n_values: int  # values counted in the bins
-    n_left_out: int  # rows of the run with no value (or, on a log axis, a value <= 0)
-
-    def frame(self) -> pd.DataFrame:
-        return pd.DataFrame(
-            {"left": self.edges[:-1], "right": self.edges[1:], "count": self.counts}
-        )
 
 
 def load_histogram(
@@ -166,26 +152,65 @@ def load_samples(
 ) -> tuple[pd.DataFrame, int]:
     """A page of RUN's samples, lowest SCORE first (or highest), filtered; and how many match.
 
-    Columns: sample_id, score, the run's stored score columns, probe (train/val/None), the
-    dataset's metadata columns, text (the first characters; `load_sample` gives it all).
+    Columns: sample_id, score, the run's score columns, probe (train/val/None), the dataset's
+    metadata columns, text (the first characters; `load_sample` gives it all). One connection:
+    the page is chosen from `scores` alone, then only its rows are looked up in the other tables.
     """
     filters = filters or SampleFilter()
-    run = get_run(store, run_id)
-    info = get_dataset(store, run["dataset"])
-    stored = run_score_columns(store, run_id)
-    where, params = ["score IS NOT NULL"], [run_id]
+    expression = _clean(score_expression(score))
+    try:
+        with store.connect() as con:
+            ctx = _run_context(con, run_id)
+            if ctx is not None:
+                return _samples_page(con, ctx, expression, highest, filters, limit, offset)
+    except duckdb.InvalidInputException as exc:
+        if filters.regex:
+            raise InputError(
+                f"bad regular expression {filters.text!r}: {_first_line(exc)}"
+            ) from exc
+        raise
+    get_dataset(store, get_run(store, run_id)["dataset"])  # says what is missing
+    raise InputError(f"run {run_id} has no dataset")
+
+
+@dataclass
+class _RunContext:
+    run_id: str
+    dataset: str
+    model_hash: str | None
+    fingerprint: str
+    meta_table: str
+    meta_columns: list[str]
+
+
+def _run_context(con, run_id: str) -> _RunContext | None:
+    row = con.execute(
+        "SELECT r.dataset, r.model_hash, r.fingerprint, d.meta_table, d.columns, d.text_column "
+        "FROM runs r JOIN datasets d ON d.name = r.dataset WHERE r.run_id = ?",
+        [run_id],
+    ).fetchall()
+    if not row:
+        return None
+    dataset, model_hash, fingerprint, meta_table, columns, text_column = row[0]
+    names = [c["name"] for c in json.loads(columns) if c["name"] != text_column]
+    return _RunContext(run_id, dataset, model_hash, fingerprint, meta_table, names)
+
+
+def _samples_page(con, ctx: _RunContext, expression, highest, filters, limit, offset):
+    meta = quote_ident(ctx.meta_table)
+    key = quote_ident(META_KEY)
+    where, params = ["score IS NOT NULL"], [ctx.run_id]
     if filters.score_min is not None:
         where.append("score >= ?")
         params.append(filters.score_min)
     if filters.score_max is not None:
         where.append("score <= ?")
         params.append(filters.score_max)
-    meta = quote_ident(info.meta_table)
-    key = quote_ident(META_KEY)
-    known = meta_columns(store, info.name)
     for column, value in filters.meta.items():
-        if column not in known:
-            raise InputError(f"unknown metadata column '{column}'; columns are: {', '.join(known)}")
+        if column not in ctx.meta_columns:
+            raise InputError(
+                f"unknown metadata column '{column}'; columns are: {', '.join(ctx.meta_columns)}"
+            )
         if value:
             where.append(
                 f"sample_id IN (SELECT {key} FROM {meta} "
@@ -195,53 +220,57 @@ def load_samples(
     if filters.text:
         match = "regexp_matches(text, ?)" if filters.regex else "contains(lower(text), lower(?))"
         where.append(f"sample_id IN (SELECT sample_id FROM samples WHERE dataset = ? AND {match})")
-        params += [info.name, filters.text]
+        params += [ctx.dataset, filters.text]
     if filters.hide_probe_training:
         where.append(
             "sample_id NOT IN (SELECT sample_id FROM probe_samples "
             "WHERE model_hash = ? AND fingerprint = ? AND role = 'train')"
         )
-        params += [run["model_hash"], run["fingerprint"]]
-    expression = _clean(score_expression(score))
-    cols = ", ".join(quote_ident(c) for c in stored)
+        params += [ctx.model_hash, ctx.fingerprint]
+    score_cols = SCORE_COLUMNS + measure_columns()
     matching = (
-        f"SELECT * FROM (SELECT sample_id, {expression} AS score, {cols} FROM scores "
-        f"WHERE run_id = ?) WHERE {' AND '.join(where)}"
+        f"SELECT * FROM (SELECT sample_id, {expression} AS score, "
+        f"{', '.join(quote_ident(c) for c in score_cols)} FROM scores WHERE run_id = ?) "
+        f"WHERE {' AND '.join(where)}"
     )
-    order = rank_order("score", descending=highest)
-    shown = {c: f"meta:{c}" if c in _RESERVED or c in stored else c for c in known}
-    meta_select = "".join(f", m.{quote_ident(c)} AS {quote_ident(shown[c])}" for c in known)
-    page = (
-        f"WITH page AS (SELECT * FROM ({matching}) ORDER BY {order} LIMIT ? OFFSET ?) "
-        f"SELECT page.*, p.role AS probe{meta_select}, left(x.text, ?) AS text FROM page "
-        "JOIN samples x ON x.dataset = ? AND x.sample_id = page.sample_id "
-        f"LEFT JOIN {meta} m ON m.{key} = page.sample_id "
-        "LEFT JOIN probe_samples p ON p.model_hash = ? AND p.fingerprint = ? "
-        "AND p.sample_id = page.sample_id "
-        f"ORDER BY {rank_order('page.score', highest, 'page.sample_id')}"
-    )
-    try:
-        with store.connect() as con:
-            total = con.execute(f"SELECT count(*) FROM ({matching})", params).fetchall()[0][0]
-            df = con.execute(
-                page,
-                [
-                    *params,
-                    limit,
-                    offset,
-                    PREVIEW_TEXT_CHARS,
-                    info.name,
-                    run["model_hash"],
-                    run["fingerprint"],
-                ],
-            ).df()
-    except duckdb.InvalidInputException as exc:
-        if filters.regex:
-            raise InputError(
-                f"bad regular expression {filters.text!r}: {_first_line(exc)}"
-            ) from exc
-        raise
-    return df, total
+    total = con.execute(f"SELECT count(*) FROM ({matching})", params).fetchall()[0][0]
+    page = con.execute(
+        f"{matching} ORDER BY {rank_order('score', highest)} LIMIT ? OFFSET ?",
+        [*params, limit, offset],
+    ).df()
+    page = page.drop(columns=[c for c in score_cols if page[c].isna().all()])
+    ids = page["sample_id"].tolist()
+    if ids:
+        texts = dict(
+            con.execute(
+                point_lookups(
+                    "SELECT sample_id, left(text, ?) FROM samples "
+                    "WHERE dataset = ? AND sample_id = ?",
+                    len(ids),
+                ),
+                [x for i in ids for x in (PREVIEW_TEXT_CHARS, ctx.dataset, i)],
+            ).fetchall()
+        )
+        roles = dict(
+            con.execute(
+                "SELECT sample_id, role FROM probe_samples WHERE model_hash = ? AND "
+                "fingerprint = ? AND list_contains(?, sample_id)",
+                [ctx.model_hash, ctx.fingerprint, ids],
+            ).fetchall()
+        )
+        metadata = (
+            con.execute(point_lookups(f"SELECT * FROM {meta} WHERE {key} = ?", len(ids)), ids)
+            .df()
+            .set_index(META_KEY)
+        )
+    else:
+        texts, roles, metadata = {}, {}, pd.DataFrame(columns=ctx.meta_columns)
+    page["probe"] = [roles.get(i) for i in ids]
+    for column in ctx.meta_columns:
+        shown = f"meta:{column}" if column in _RESERVED or column in page.columns else column
+        page[shown] = page["sample_id"].map(metadata[column]) if ids else []
+    page["text"] = [texts.get(i) for i in ids]
+    return page, total
 
 
 def load_sample(store: Store, run_id: str, sample_id: str) -> dict:

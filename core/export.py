@@ -23,7 +23,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 
 from core import __version__
 from core.datasets import DatasetInfo, get_dataset
@@ -225,28 +224,24 @@ def _write(
     started = time.monotonic()
     cols = output_columns(plan.info, with_scores)
     select_list = ", ".join(f"{expr} AS {quote_ident(name)}" for name, expr in cols)
+    scores_join = "LEFT JOIN scores s ON s.run_id = ? AND s.sample_id = x.sample_id "
     query = (
         f"SELECT {select_list} FROM samples x "
-        "SEMI JOIN _export_rows r ON r.row_idx = x.row_idx "
         f"JOIN {quote_ident(plan.info.meta_table)} m ON m.{quote_ident(META_KEY)} = x.sample_id "
-        + (
-            "LEFT JOIN scores s ON s.run_id = ? AND s.sample_id = x.sample_id "
-            if with_scores
-            else ""
-        )
-        + "WHERE x.dataset = ? ORDER BY x.row_idx"
+        + (scores_join if with_scores else "")
+        # The chosen rows as a bitmask over row_idx: a filter inside the scan, where a join with
+        # the list of rows would read and shuffle every text first.
+        + "WHERE x.dataset = ? AND get_bit(?::BIT, x.row_idx::INTEGER) = 1 ORDER BY x.row_idx"
     )
-    params = ([plan.run["run_id"]] if with_scores else []) + [plan.info.name]
+    params = ([plan.run["run_id"]] if with_scores else []) + [plan.info.name, _bitmask(plan)]
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
         with store.connect() as con:
-            con.register("_export_rows", pa.table({"row_idx": plan.row_idx}))
             parquet_tmp = tmp if fmt != "hf" else tmp.with_name(tmp.name + ".parquet")
             fmt_sql = "json" if fmt == "jsonl" else "parquet"
             written = con.execute(
                 f"COPY ({query}) TO ? (FORMAT {fmt_sql})", [*params, str(parquet_tmp)]
             ).fetchall()[0][0]
-            con.unregister("_export_rows")
         if written != len(plan.row_idx):
             raise InputError(
                 f"dataset '{plan.info.name}' is missing rows ({written} of "
@@ -265,6 +260,13 @@ def _write(
             if leftover.name.startswith(tmp.name):
                 _remove(leftover)
     return ExportResult(out, manifest_path_for(out), manifest)
+
+
+def _bitmask(plan: _Plan) -> str:
+    """'0'/'1' for each row_idx of the source up to its last row: 1 for each row to write."""
+    mask = np.zeros(plan.info.n_samples + plan.info.n_skipped, dtype=np.uint8)
+    mask[plan.row_idx] = 1
+    return (mask + ord("0")).tobytes().decode("ascii")
 
 
 def _parquet_to_hf(parquet: Path, directory: Path) -> None:

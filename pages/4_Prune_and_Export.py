@@ -8,7 +8,6 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.errors import InputError
-from core.explore import load_histogram
 from core.export import FORMATS, export_subset
 from core.measures.registry import WEIGHTED_PREFIX, score_columns, score_names, weighted_name
 from core.prune import RULES, Rule, prune_preview
@@ -31,8 +30,10 @@ def cached_columns(db: str, run: str) -> list[str]:
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def cached_histogram(db: str, run: str, score: str):
-    return load_histogram(Store(db), run, score, bins=80)
+def score_range(db: str, run: str, score: str) -> tuple[float, float]:
+    """Where the threshold inputs start: the range of the score's values."""
+    edges = prune_preview(Store(db), run, score, Rule("prune-low", 0.0)).histogram.edges
+    return (edges[0], edges[-1]) if edges else (0.0, 1.0)
 
 
 def percent_slider(label: str, key: str, default: float) -> float:
@@ -83,7 +84,6 @@ try:
         key="prune_by",
         format_func={"ratio": "Share of samples", "threshold": "Score threshold"}.get,
     )
-    hist = cached_histogram(db, run_id, score)
     low = high = None
     if by == "ratio":
         if kind in ("prune-low", "keep-middle"):
@@ -91,7 +91,7 @@ try:
         if kind in ("prune-high", "keep-middle"):
             high = percent_slider("Prune the highest", "ratio_high", 10.0)
     else:
-        lo_edge, hi_edge = (hist.edges[0], hist.edges[-1]) if hist.edges else (0.0, 1.0)
+        lo_edge, hi_edge = score_range(db, run_id, score)
         t1, t2 = st.columns(2)
         if kind in ("prune-low", "keep-middle"):
             low = t1.number_input(
@@ -110,6 +110,7 @@ try:
     rule = Rule(kind, low, high, by)
     preview = prune_preview(store, run_id, score, rule, seed=st.session_state.get("prune_seed", 0))
     sel = preview.selection
+    hist = preview.histogram
 
     m = st.columns(6)
     m[0].metric("Kept samples", f"{fmt_int(sel.n_kept)} / {fmt_int(sel.n_total)}")

@@ -17,6 +17,7 @@ from core.prune import (
     load_ranking,
     prune_counts,
     prune_preview,
+    ranking_histogram,
     rule_from_args,
     select,
     selected_row_idx,
@@ -240,3 +241,18 @@ def test_ranking_refuses_unfinished_runs_and_replaced_datasets(store, tmp_path):
         con.execute("UPDATE runs SET status = 'cancelled' WHERE run_id = ?", [run])
     with pytest.raises(InputError, match="not finished"):
         load_ranking(store, run, "bits_per_token")
+
+
+def test_histogram_of_a_ranking_counts_every_scored_sample_in_its_bin(tied_store):
+    store, run, scores = tied_store
+    ranking = load_ranking(store, run, "bits_per_token")
+    hist = ranking_histogram(ranking, bins=4)  # scores 1, 2, 3, 5: edges 1, 2, 3, 4, 5
+    assert hist.edges == [1.0, 2.0, 3.0, 4.0, 5.0]
+    values = [s for s in scores.values() if s is not None and not math.isnan(s)]
+    assert hist.counts == [
+        values.count(1.0),
+        values.count(2.0),
+        values.count(3.0),
+        values.count(5.0),
+    ]
+    assert hist.n_left_out == 6
