@@ -72,19 +72,28 @@ def _pieces(
     return [(p, b) for p, b in out]
 
 
-def surprisal_html(pieces: list[tuple[str, float | None]], max_bits: float | None = None) -> str:
-    """The pieces as HTML spans shaded by bits (white = 0, dark red = MAX_BITS or more).
+def surprisal_html(
+    pieces: list[tuple[str, float | None]], scale: tuple[float, float] | None = None
+) -> str:
+    """The pieces as HTML spans shaded by bits, white at SCALE[0] to dark red at SCALE[1].
 
-    Each span's title shows its bits on hover; every piece of text is escaped.
+    The default scale is this sample's 5th to 95th percentile, so differences show whatever the
+    model's overall level. Each span's title shows its bits on hover; all text is escaped.
     """
-    values = [b for _, b in pieces if b is not None]
-    scale = max_bits or (sorted(values)[int(0.95 * (len(values) - 1))] if values else 1.0) or 1.0
+    values = sorted(b for _, b in pieces if b is not None)
+    if scale is None:
+        scale = (
+            (values[int(0.05 * (len(values) - 1))], values[int(0.95 * (len(values) - 1))])
+            if values
+            else (0.0, 1.0)
+        )
+    low, high = scale
     spans = []
     for piece, b in pieces:
         if b is None:
             spans.append(f'<span title="not predicted">{html.escape(piece)}</span>')
             continue
-        strength = min(max(b / scale, 0.0), 1.0)
+        strength = min(max((b - low) / ((high - low) or 1.0), 0.0), 1.0)
         r, g, bl = 255, round(255 - 200 * strength), round(255 - 230 * strength)
         colour = "#fff" if strength > 0.75 else "#000"
         title = html.escape(f"{b:.2f} bits · {piece!r}", quote=True)

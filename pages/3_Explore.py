@@ -198,10 +198,13 @@ try:
     if frame.empty:
         st.stop()
     frame.insert(0, "#", range((page - 1) * PAGE_SIZE + 1, (page - 1) * PAGE_SIZE + len(frame) + 1))
+    # The ranking score is the `score` column; its stored twin would only repeat it.
+    frame = frame.drop(columns=[c for c in (rank_by,) if c in frame.columns])
     if not probes:
         frame = frame.drop(columns=["probe"])
+    first = ["#", "sample_id", "score", "text"]
     st.dataframe(
-        frame,
+        frame[first + [c for c in frame.columns if c not in first]],
         hide_index=True,
         width="stretch",
         column_config={
@@ -225,7 +228,8 @@ try:
     if sample["probe"]:
         st.warning(f"This sample was in the probe's **{sample['probe']}** split.")
     if sample["meta"]:
-        st.json(sample["meta"], expanded=False)
+        st.caption("Metadata (the dataset's other columns)")
+        st.json(sample["meta"], expanded=True)
     with st.expander(f"Full text ({fmt_int(sample['n_bytes'])} bytes)"):
         st.code(sample["text"], language=None, wrap_lines=True)
 
@@ -256,8 +260,8 @@ try:
             else ""
         )
         st.caption(
-            f"White = 0 bits, dark red = the 95th percentile of this sample or more. Hover a "
-            f"token for its bits. Total {total_bits(pieces):,.1f} bits{shown_note}."
+            "White = this sample's 5th percentile of bits or less, dark red = its 95th or more. "
+            f"Hover a token for its bits. Total {total_bits(pieces):,.1f} bits{shown_note}."
         )
         st.html(surprisal_html(pieces))
     elif not window:

@@ -110,3 +110,18 @@ def test_explore_rejects_a_bad_regular_expression(page_store):
     at.checkbox(key="explore_regex").check()
     at.text_input(key="explore_text").set_value("(unclosed").run()
     assert "bad regular expression" in at.error[0].value
+
+
+def test_samples_that_trained_the_probe_are_marked_and_can_be_hidden(page_store):
+    with page_store.transaction() as con:
+        con.execute(
+            "INSERT INTO probe_samples SELECT 'hash-test', fingerprint, sample_id, role "
+            "FROM datasets, (VALUES ('s00', 'train'), ('s01', 'train'), ('s02', 'val')) "
+            "v(sample_id, role)"
+        )
+    at = open_page("3_Explore.py")
+    table = at.dataframe[1].value
+    assert list(table["probe"][:3]) == ["train", "train", "val"] and table["probe"].isna()[3]
+    at.checkbox(key="explore_hide_probe").check().run()
+    assert list(at.dataframe[1].value["sample_id"][:2]) == ["s02", "s03"]
+    assert "18 samples match." in [c.value for c in at.caption]

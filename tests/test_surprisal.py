@@ -39,7 +39,7 @@ def test_max_tokens_gives_the_same_bits_for_the_first_tokens(lm):
 
 
 def test_html_escapes_text_and_shows_bits_on_hover():
-    out = surprisal_html([("<script>", 3.0), ('"x" & y', 12.5), ("\n", None)], max_bits=10)
+    out = surprisal_html([("<script>", 3.0), ('"x" & y', 12.5), ("\n", None)], scale=(0.0, 10.0))
     assert "<script>" not in out and "&lt;script&gt;" in out
     assert "&quot;x&quot; &amp; y" in out
     assert 'title="12.50 bits' in out and 'title="not predicted"' in out
