@@ -274,9 +274,15 @@ def _parquet_to_hf(parquet: Path, directory: Path) -> None:
     import datasets
 
     cache = directory.with_name(directory.name + ".cache")
-    ds = datasets.Dataset.from_parquet(str(parquet), cache_dir=str(cache), keep_in_memory=False)
-    ds.save_to_disk(str(directory))
-    del ds
+    quiet_before = datasets.utils.are_progress_bars_disabled()
+    datasets.disable_progress_bars()  # the export prints its own one-line summary
+    try:
+        ds = datasets.Dataset.from_parquet(str(parquet), cache_dir=str(cache), keep_in_memory=False)
+        ds.save_to_disk(str(directory))
+        del ds
+    finally:
+        if not quiet_before:
+            datasets.enable_progress_bars()
 
 
 def _replace(tmp: Path, out: Path) -> None:
