@@ -127,21 +127,21 @@ def ingest_form(store) -> None:
             Path(tmp_path).unlink(missing_ok=True)
 
 
-st.set_page_config(page_title="infoprune", page_icon="✂️", layout="wide")
+st.set_page_config(page_title="infoprune", page_icon=":material/content_cut:", layout="wide")
 first_start = ensure_sample_dataset(str(get_store().path))
 if first_start:
     st.toast(first_start)
 
 PAGES = [
-    ("pages/1_Data.py", "Data", "📄"),
-    ("pages/2_Score.py", "Score", "⚙️"),
-    ("pages/3_Explore.py", "Explore", "🔎"),
-    ("pages/4_Prune_and_Export.py", "Prune & Export", "✂️"),
-    ("pages/5_Compare.py", "Compare measures", "📊"),
-    ("pages/6_Validate.py", "Validate", "🧪"),
+    ("pages/1_Data.py", "Data", ":material/description:"),
+    ("pages/2_Score.py", "Score", ":material/speed:"),
+    ("pages/3_Explore.py", "Explore", ":material/search:"),
+    ("pages/4_Prune_and_Export.py", "Prune & Export", ":material/content_cut:"),
+    ("pages/5_Compare.py", "Compare measures", ":material/compare_arrows:"),
+    ("pages/6_Validate.py", "Validate", ":material/science:"),
 ]
 nav = st.navigation(
-    [st.Page(home, title="Home", icon="🏠", default=True)]
+    [st.Page(home, title="Home", icon=":material/home:", default=True)]
     + [
         st.Page(path, title=title, icon=icon)
         for path, title, icon in PAGES
