@@ -748,6 +748,12 @@ def available_scores(store: Store, run_id: str) -> list[str]:
 def start_validation_job(store: Store, spec: Spec) -> str:
     """Check SPEC, then start `infoprune validate` in the background; returns the validation id."""
     check_spec(store, spec)
+    running = store.query(
+        "SELECT pid FROM validations WHERE validation_id = ? AND status = 'running'",
+        [spec.validation_id],
+    )
+    if running and pid_is_ours(running[0][0]):
+        raise InputError(f"validation {spec.validation_id} is already running — watch it below")
     start_job(store, "validate", spec.argv(), ref=spec.validation_id)
     return spec.validation_id
 

@@ -12,6 +12,7 @@ import pytest
 import core.probe
 from core import validate
 from core.cli import main
+from core.errors import InputError
 from core.ingest import ingest_dataset
 from core.jobs import CancelToken
 from core.prune import Rule, load_ranking, select, selected_row_idx
@@ -387,3 +388,34 @@ def test_validate_page_shows_results_and_starts_a_job(done, monkeypatch):
     at.text_input[0].set_value("2")
     at.button[0].click().run()
     assert "between 0 and 1" in at.error[0].value and len(started) == 1
+
+
+def test_a_running_validation_is_not_started_twice(done):
+    import subprocess
+    import sys
+
+    store, run_id = done["store"], done["run_id"]
+    spec = validate.make_spec(run_id, "prune-low", "0.5", seeds=1)
+    # A live process whose command line reads like an infoprune job holds the validation.
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "core.cli"])
+    try:
+        validate._claim(store, spec, {"dataset": "d"}, 3)
+        with store.transaction() as con:
+            con.execute(
+                "UPDATE validations SET pid = ? WHERE validation_id = ?",
+                [holder.pid, spec.validation_id],
+            )
+        with pytest.raises(InputError, match="already running"):
+            validate.start_validation_job(store, spec)
+        with pytest.raises(InputError, match=f"already running in process {holder.pid}"):
+            validate.run_validation(store, spec)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert (
+        validate.list_validations(store, run_id)
+        .set_index("validation_id")
+        .loc[spec.validation_id]
+        .status
+        == "stopped"
+    )
