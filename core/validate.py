@@ -349,7 +349,7 @@ def _train_arms(store, spec: Spec, run, arms, cancel, on_event) -> str:
     from core.probe import Budget, ProbeConfig, evaluate_bits, train_lm
 
     vid = spec.validation_id
-    done = {(a, r, s) for a, r, s in _done_keys(store, vid)}
+    done = set(_done_keys(store, vid))
     todo = [key for key in arms if key not in done]
     if on_event:
         for i, (arm, ratio, seed) in enumerate(arms, 1):
