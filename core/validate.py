@@ -459,7 +459,7 @@ def _prepare_data(store: Store, spec: Spec, run: dict) -> _Data:
     info = {
         "tokenizer": source,
         "eval_samples": len(eval_pos),
-        "eval_bytes": sum(len(t.encode("utf-8")) for t in eval_texts),
+        "eval_text_bytes": sum(len(t.encode("utf-8")) for t in eval_texts),
         "pool_samples": len(pool_pos),
         "pool_tokens": sum(pool_tokens),
         "probe_samples_excluded": len(seen),
