@@ -1,0 +1,118 @@
+"""The home page (first start, ingest form) and the Score page (start, watch, cancel)."""
+
+from __future__ import annotations
+
+import time
+
+import pyarrow.parquet as pq
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core.datasets import get_dataset, list_datasets
+from core.scoring import get_run, list_runs
+from core.store import Store
+from tests.conftest import ROOT, SAMPLE_CORPUS, corpus_texts, write_jsonl
+from tests.helpers_runs import ingest_rows
+
+
+@pytest.fixture
+def ui_store(tmp_path, monkeypatch) -> Store:
+    store = Store(tmp_path / "ws.duckdb", lock_timeout=30)
+    monkeypatch.setenv("INFOPRUNE_DB", str(store.path))
+    return store
+
+
+def run_app(path: str = "app.py") -> AppTest:
+    at = AppTest.from_file(str(ROOT / path), default_timeout=120).run()
+    assert not at.exception, at.exception[0].message
+    return at
+
+
+def wait_for(condition, timeout: float = 120, every: float = 0.3):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(every)
+    pytest.fail("condition not met in time")
+
+
+@pytest.mark.slow
+def test_first_start_ingests_the_sample_corpus(ui_store):
+    at = run_app()
+    info = get_dataset(ui_store, "sample")
+    assert info.n_samples == pq.read_metadata(SAMPLE_CORPUS).num_rows
+    assert info.id_column == "id"
+    shown = at.dataframe[0].value
+    assert list(shown["name"]) == ["sample"] and int(shown["samples"].iloc[0]) == info.n_samples
+
+
+def test_ingest_form_adds_a_dataset_and_reports_bad_input(ui_store, tmp_path):
+    # A non-empty store, so the first-start ingest stays out of the way.
+    ingest_rows(ui_store, tmp_path, [{"text": "already here"}], name="old")
+    rows = [{"id": f"d{i}", "text": f"document number {i}"} for i in range(7)]
+    path = write_jsonl(tmp_path / "new.jsonl", rows)
+    at = run_app()
+    at.text_input[0].set_value("fresh")
+    at.text_input[1].set_value(str(path))
+    at.text_input[3].set_value("id")
+    at.button[0].click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert get_dataset(ui_store, "fresh").n_samples == 7
+    assert "7" in at.success[0].value
+
+    at.text_input[0].set_value("broken")
+    at.text_input[1].set_value(str(tmp_path / "missing.jsonl"))
+    at.button[0].click().run()
+    assert len(at.error) == 1 and "no such file" in at.error[0].value
+    assert sorted(list_datasets(ui_store)["name"]) == ["fresh", "old"]
+
+
+def test_score_page_starts_a_background_run_and_lists_it(ui_store, tmp_path):
+    ingest_rows(ui_store, tmp_path, [{"text": f"words and more words {i}"} for i in range(30)])
+    at = run_app("pages/2_Score.py")
+    at.selectbox(key="score_model_choice").select_index(
+        next(i for i, o in enumerate(at.selectbox(key="score_model_choice").options) if "None" in o)
+    )
+    at.button[0].click().run()
+    assert not at.error, [e.value for e in at.error]
+    assert "Started background job" in at.success[0].value
+    run_id = wait_for(lambda: (r := list_runs(ui_store)).shape[0] and r["run_id"][0])
+    wait_for(lambda: get_run(ui_store, run_id)["status"] == "done")
+    at.run()
+    runs = next(d.value for d in at.dataframe if "run_id" in d.value.columns)
+    assert list(runs["run_id"]) == [run_id] and list(runs["status"]) == ["done"]
+    assert list(runs["progress"]) == ["30/30"]
+
+
+@pytest.mark.slow
+def test_score_page_shows_progress_and_cancels(ui_store, tmp_path, tiny_model_dir):
+    rows = [{"id": r["id"], "text": r["text"]} for r in corpus_texts(1200)]
+    ingest_rows(ui_store, tmp_path, rows, id_column="id")
+    at = run_app("pages/2_Score.py")
+    choice = at.selectbox(key="score_model_choice")
+    choice.select_index(next(i for i, o in enumerate(choice.options) if "Another" in o))
+    at.text_input[0].set_value(str(tiny_model_dir))
+    # Small batches and float32 keep the run long enough to be caught while it runs.
+    at.number_input[2].set_value(256)
+    at.selectbox[3].select("float32")
+    at.button[0].click().run()
+    assert not at.error, [e.value for e in at.error]
+    run_id = wait_for(
+        lambda: (
+            any(
+                r.status == "running" and 0 < (r.n_done or 0) < r.n_total
+                for r in list_runs(ui_store).itertuples()
+            )
+            and list_runs(ui_store)["run_id"][0]
+        )
+    )
+    at.run()
+    bars = [p for p in at.get("progress") if run_id in p.proto.text]
+    assert bars and "samples" in bars[0].proto.text
+    at.button(key=f"cancel_{run_id}").click().run()
+    assert not at.exception
+    wait_for(lambda: get_run(ui_store, run_id)["status"] == "cancelled")
+    run = get_run(ui_store, run_id)
+    assert 0 < run["n_done"] < run["n_total"]
