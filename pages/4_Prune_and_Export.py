@@ -113,7 +113,8 @@ try:
     hist = preview.histogram
 
     m = st.columns(6)
-    m[0].metric("Kept samples", f"{fmt_int(sel.n_kept)} / {fmt_int(sel.n_total)}")
+    # The total goes in the label: "6,737 / 8,421" does not fit a sixth of the page.
+    m[0].metric(f"Kept samples (of {fmt_int(sel.n_total)})", fmt_int(sel.n_kept))
     m[1].metric("Pruned samples", fmt_int(sel.n_pruned))
     m[2].metric("Kept share of samples", pct(sel.kept_share))
     m[3].metric(

@@ -46,7 +46,7 @@ def test_moving_the_slider_updates_counts_shares_and_borderline(page_store):
     assert not at.exception
     # 25 % of 20 = 5 pruned: s00..s04 with 1+2+3+4+5 = 15 of 210 tokens.
     assert metric(at, "Pruned samples") == "5"
-    assert metric(at, "Kept samples") == "15 / 20"
+    assert metric(at, "Kept samples (of 20)") == "15"
     assert metric(at, "Kept share of samples") == "75.0%"
     assert metric(at, "Kept share of tokens") == f"{(TOTAL_TOKENS - 15) / TOTAL_TOKENS:.1%}"
     border = at.dataframe[0].value
