@@ -56,7 +56,7 @@ def app_url(tmp_path, tiny_model_dir):
     server = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)]
         + ["--server.address", "127.0.0.1", "--server.headless", "true"]
-        + ["--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"],
+        + ["--browser.gatherUsageStats", "false"],  # the rest from .streamlit/config.toml
         cwd=ROOT,
         env=dict(os.environ, INFOPRUNE_DB=str(store.path)),
         stdout=subprocess.DEVNULL,

@@ -116,3 +116,12 @@ def test_score_page_shows_progress_and_cancels(ui_store, tmp_path, tiny_model_di
     wait_for(lambda: get_run(ui_store, run_id)["status"] == "cancelled")
     run = get_run(ui_store, run_id)
     assert 0 < run["n_done"] < run["n_total"]
+
+
+def test_app_config_serves_loopback_without_a_file_watcher():
+    import tomllib
+
+    server = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())["server"]
+    assert server["address"] == "127.0.0.1"
+    # A watcher re-walking .venv on every write to ./workspace took a core from scoring jobs.
+    assert server["fileWatcherType"] == "none"
