@@ -170,7 +170,7 @@ def probe_form(dataset: str) -> None:
         seed = c4.number_input("Seed", 0, 10_000, 0)
         c5, c6 = st.columns(2)
         vocab = c5.number_input("Vocabulary", 512, 65536, 8192, 1024)
-        seq_len = c6.number_input("Context (tokens)", 64, 2048, 256, 64)
+        seq_len = c6.number_input("Context (tokens)", 256, 2048, 256, 64)
         submitted = st.form_submit_button("Train probe")
     if submitted:
         try:

@@ -125,3 +125,38 @@ def test_app_config_serves_loopback_without_a_file_watcher():
     assert server["address"] == "127.0.0.1"
     # A watcher re-walking .venv on every write to ./workspace took a core from scoring jobs.
     assert server["fileWatcherType"] == "none"
+
+
+def by_label(elements, label: str):
+    return next(e for e in elements if e.label == label)
+
+
+@pytest.mark.slow
+def test_score_page_trains_a_probe_with_a_live_curve_and_cancels(ui_store, tmp_path):
+    rows = [{"id": r["id"], "text": r["text"][:1500]} for r in corpus_texts(60)]
+    ingest_rows(ui_store, tmp_path, rows, id_column="id")
+    out = tmp_path / "probe"
+    at = run_app("pages/2_Score.py")
+    by_label(at.text_input, "Output directory (new, or a stopped probe's to resume)").set_value(
+        str(out)
+    )
+    by_label(at.selectbox, "Size").select("tiny")
+    by_label(at.number_input, "Training fraction").set_value(0.5)
+    by_label(at.number_input, "Vocabulary").set_value(512)
+    by_label(at.button, "Train probe").click().run()
+    assert not at.error, [e.value for e in at.error]
+    assert "Started probe training" in at.success[0].value
+
+    from core.probe import list_probes, probe_curve
+
+    probe_id = wait_for(
+        lambda: (p := list_probes(ui_store)).shape[0] and p["step"][0] >= 2 and p["probe_id"][0]
+    )
+    wait_for(lambda: not probe_curve(ui_store, probe_id).empty)
+    at.run()
+    assert not at.exception
+    assert any("step" in p.proto.text for p in at.get("progress"))
+    assert at.get("plotly_chart"), "the loss curve is drawn"
+    at.button(key="cancel_probe").click().run()
+    wait_for(lambda: list_probes(ui_store)["status"][0] in ("cancelled", "stopped"))
+    assert (out / "checkpoint").exists()
