@@ -143,6 +143,7 @@ def test_score_page_trains_a_probe_with_a_live_curve_and_cancels(ui_store, tmp_p
     by_label(at.selectbox, "Size").select("tiny")
     by_label(at.number_input, "Training fraction").set_value(0.5)
     by_label(at.number_input, "Vocabulary").set_value(512)
+    by_label(at.number_input, "Minutes of training").set_value(0.5)  # bounded if cancel fails
     by_label(at.button, "Train probe").click().run()
     assert not at.error, [e.value for e in at.error]
     assert "Started probe training" in at.success[0].value
