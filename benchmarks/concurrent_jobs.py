@@ -13,22 +13,18 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from core.ingest import ingest_dataset  # noqa: E402
+from core.store import Store  # noqa: E402
+
 CLI = [sys.executable, "-m", "core.cli"]
-
-
-def ingest(db: Path, corpus: str) -> None:
-    subprocess.run(
-        [*CLI, "ingest", corpus, "--name", "sample", "--id-column", "id", "--db", str(db)],
-        check=True,
-        capture_output=True,
-        cwd=ROOT,
-    )
 
 
 def start_score(db: Path, model: str, limit: int, env: dict) -> subprocess.Popen:
@@ -43,15 +39,7 @@ def start_score(db: Path, model: str, limit: int, env: dict) -> subprocess.Popen
 
 
 def tokens_per_s(db: Path) -> float | None:
-    import duckdb
-
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        rows = con.execute(
-            "SELECT tokens_per_s FROM runs WHERE status = 'done' ORDER BY created_at DESC"
-        ).fetchall()
-    finally:
-        con.close()
+    rows = Store(db).query("SELECT tokens_per_s FROM runs WHERE status = 'done'")
     return rows[0][0] if rows else None
 
 
@@ -85,6 +73,9 @@ def main() -> None:
     args = ap.parse_args()
 
     rows = []
+    workdir = Path(tempfile.mkdtemp(prefix="ip-concurrent-"))
+    ingested = workdir / "ingested.duckdb"
+    ingest_dataset(Store(ingested), args.corpus, "sample", id_column="id")
     for setting in args.settings:
         env = {
             k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")
@@ -92,10 +83,11 @@ def main() -> None:
         if setting != "default":
             name, value = setting.split("=", 1)
             env[name] = value
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+            # Fresh copies of one ingested store: no earlier run can be reused.
             stores = [Path(tmp) / f"ws{i}.duckdb" for i in range(3)]
             for db in stores:
-                ingest(db, args.corpus)
+                shutil.copy(ingested, db)
             rows.append(
                 (
                     setting,
@@ -104,6 +96,8 @@ def main() -> None:
                     ),
                 )
             )
+
+    shutil.rmtree(workdir)
 
     def fmt(x):
         return "did not finish" if x is None else f"{x:,.0f}"

@@ -283,7 +283,7 @@ def _output_matrix(weight: torch.Tensor, bias, dtype, device):
 
 
 def _chunk_lse(logits: torch.Tensor) -> torch.Tensor:
-    """Fused by torch.compile into one pass; eager code uses _blocked_lse."""
+    """One pass over the chunk: what torch.compile fuses, and what a GPU wants."""
     return logits.float().logsumexp(-1)
 
 

@@ -28,6 +28,15 @@ def run_app(path: str = "app.py") -> AppTest:
     return at
 
 
+def by_label(elements, label: str):
+    return next(e for e in elements if e.label == label)
+
+
+def pick_model(at: AppTest, starting: str) -> None:
+    choice = at.selectbox(key="score_model_choice")
+    choice.select_index(next(i for i, o in enumerate(choice.options) if o.startswith(starting)))
+
+
 def wait_for(condition, timeout: float = 120, every: float = 0.3):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -54,17 +63,17 @@ def test_ingest_form_adds_a_dataset_and_reports_bad_input(ui_store, tmp_path):
     rows = [{"id": f"d{i}", "text": f"document number {i}"} for i in range(7)]
     path = write_jsonl(tmp_path / "new.jsonl", rows)
     at = run_app()
-    at.text_input[0].set_value("fresh")
-    at.text_input[1].set_value(str(path))
-    at.text_input[3].set_value("id")
-    at.button[0].click().run()
+    by_label(at.text_input, "Name").set_value("fresh")
+    by_label(at.text_input, "Path, glob or hub id").set_value(str(path))
+    by_label(at.text_input, "Id column (row position if empty)").set_value("id")
+    by_label(at.button, "Ingest").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert get_dataset(ui_store, "fresh").n_samples == 7
     assert "7" in at.success[0].value
 
-    at.text_input[0].set_value("broken")
-    at.text_input[1].set_value(str(tmp_path / "missing.jsonl"))
-    at.button[0].click().run()
+    by_label(at.text_input, "Name").set_value("broken")
+    by_label(at.text_input, "Path, glob or hub id").set_value(str(tmp_path / "missing.jsonl"))
+    by_label(at.button, "Ingest").click().run()
     assert len(at.error) == 1 and "no such file" in at.error[0].value
     assert sorted(list_datasets(ui_store)["name"]) == ["fresh", "old"]
 
@@ -72,10 +81,8 @@ def test_ingest_form_adds_a_dataset_and_reports_bad_input(ui_store, tmp_path):
 def test_score_page_starts_a_background_run_and_lists_it(ui_store, tmp_path):
     ingest_rows(ui_store, tmp_path, [{"text": f"words and more words {i}"} for i in range(30)])
     at = run_app("pages/2_Score.py")
-    at.selectbox(key="score_model_choice").select_index(
-        next(i for i, o in enumerate(at.selectbox(key="score_model_choice").options) if "None" in o)
-    )
-    at.button[0].click().run()
+    pick_model(at, "None")
+    by_label(at.button, "Start scoring").click().run()
     assert not at.error, [e.value for e in at.error]
     assert "Started background job" in at.success[0].value
     run_id = wait_for(lambda: (r := list_runs(ui_store)).shape[0] and r["run_id"][0])
@@ -91,23 +98,23 @@ def test_score_page_shows_progress_and_cancels(ui_store, tmp_path, tiny_model_di
     rows = [{"id": r["id"], "text": r["text"]} for r in corpus_texts(1200)]
     ingest_rows(ui_store, tmp_path, rows, id_column="id")
     at = run_app("pages/2_Score.py")
-    choice = at.selectbox(key="score_model_choice")
-    choice.select_index(next(i for i, o in enumerate(choice.options) if "Another" in o))
-    at.text_input[0].set_value(str(tiny_model_dir))
-    # Small batches and float32 keep the run long enough to be caught while it runs.
-    at.number_input[2].set_value(256)
-    at.selectbox[3].select("float32")
-    at.button[0].click().run()
-    assert not at.error, [e.value for e in at.error]
-    run_id = wait_for(
-        lambda: (
-            any(
-                r.status == "running" and 0 < (r.n_done or 0) < r.n_total
-                for r in list_runs(ui_store).itertuples()
-            )
-            and list_runs(ui_store)["run_id"][0]
-        )
+    pick_model(at, "Another")
+    by_label(at.text_input, "Model directory or hub id (when 'Another…' is chosen)").set_value(
+        str(tiny_model_dir)
     )
+    # Small batches and float32 keep the run long enough to be caught while it runs.
+    by_label(at.number_input, "Max batch tokens").set_value(256)
+    by_label(at.selectbox, "Precision").select("float32")
+    by_label(at.button, "Start scoring").click().run()
+    assert not at.error, [e.value for e in at.error]
+
+    def running_run_id():
+        runs = list_runs(ui_store)
+        mid_run = runs[(runs["status"] == "running") & (runs["n_done"].fillna(0) > 0)]
+        mid_run = mid_run[mid_run["n_done"] < mid_run["n_total"]]
+        return None if mid_run.empty else mid_run["run_id"].iloc[0]
+
+    run_id = wait_for(running_run_id)
     at.run()
     bars = [p for p in at.get("progress") if run_id in p.proto.text]
     assert bars and "samples" in bars[0].proto.text
@@ -125,10 +132,6 @@ def test_app_config_serves_loopback_without_a_file_watcher():
     assert server["address"] == "127.0.0.1"
     # A watcher re-walking .venv on every write to ./workspace took a core from scoring jobs.
     assert server["fileWatcherType"] == "none"
-
-
-def by_label(elements, label: str):
-    return next(e for e in elements if e.label == label)
 
 
 @pytest.mark.slow
