@@ -1,5 +1,19 @@
 """The one exception type for problems a user can fix."""
 
+from __future__ import annotations
+
 
 class InputError(Exception):
-    """A problem the user can fix; the message says what to do, on one line."""
+    """A problem the user can fix; the message says what to do, on one line.
+
+    `ui` is the same message in the app's words (a checkbox to tick instead of a flag to pass),
+    for the few errors whose remedy differs between the command line and a page.
+    """
+
+    def __init__(self, message: str, ui: str | None = None) -> None:
+        super().__init__(message)
+        self.ui = ui
+
+    @property
+    def ui_message(self) -> str:
+        return self.ui or str(self)

@@ -6,25 +6,28 @@ in the same order. Columns: `sample_id`, then every original column in its origi
 text column under its own name), then with `with_scores` every stored score column.
 
 Files appear atomically: everything is written under a temporary name beside PATH and renamed
-into place at the end, so a failed export leaves nothing half-written.
+into place at the end, so a failed export leaves nothing half-written, and a killed one leaves a
+temporary that the next export into that folder removes (see `core.scratch`).
+
+What an export may write over (`check_output`, shared by the CLI and the Prune & Export page):
+a file the user named, with `overwrite`; never the store's own files or anything inside or above
+them; never a folder, except an earlier `hf` export (it holds `HF_MARKER`) replaced by an `hf`
+export with `overwrite`. It creates no folder but the default `exports/` beside the store.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import shutil
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
-from core import __version__
+from core import __version__, scratch
 from core.datasets import DatasetInfo, get_dataset
 from core.errors import InputError
 from core.ingest import META_KEY
@@ -36,6 +39,7 @@ FORMATS = ("jsonl", "parquet", "hf")
 PARTS = ("kept", "pruned")
 ROW_ORDER = "source"  # rows keep the dataset's order (samples.row_idx)
 MANIFEST_VERSION = 1
+HF_MARKER = "infoprune_manifest.json"  # inside an hf export folder: it marks the folder as ours
 
 
 @dataclass
@@ -118,7 +122,7 @@ def export_subset(
     overwrite: bool = False,
 ) -> ExportResult:
     """Write the PART of RUN that RULE keeps or prunes (ranked by SCORE) to OUT, with a manifest."""
-    out = _check_out(out, fmt, overwrite)
+    out = check_output(store, out, fmt, overwrite)
     plan = _plan(store, run_id, score, rule, part)
     return _write(store, plan, out, fmt, with_scores)
 
@@ -131,7 +135,7 @@ def export_from_manifest(
     Refuses when the dataset or the run is no longer what the manifest was written from.
     """
     spec = read_manifest(manifest)
-    out = _check_out(out, spec["output"]["format"], overwrite)
+    out = check_output(store, out, spec["output"]["format"], overwrite)
     ds, run_spec = spec["dataset"], spec["run"]
     try:
         info = get_dataset(store, ds["name"])
@@ -170,29 +174,138 @@ def export_from_manifest(
 
 
 def read_manifest(path: str | os.PathLike) -> dict:
+    """A manifest whose structure is checked: a damaged one is an InputError, never a crash."""
     path = Path(path)
     try:
         spec = json.loads(path.read_text())
     except FileNotFoundError as exc:
         raise InputError(f"manifest {path} does not exist") from exc
+    except IsADirectoryError as exc:
+        raise InputError(f"{path} is a folder, not a manifest file") from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{path} is not a JSON manifest ({exc})") from exc
     if not isinstance(spec, dict) or spec.get("manifest_version") != MANIFEST_VERSION:
         raise InputError(f"{path} is not an infoprune export manifest (version {MANIFEST_VERSION})")
+    problem = _manifest_problem(spec)
+    if problem:
+        raise InputError(f"manifest {path} is damaged: {problem} — use the file the export wrote")
     return spec
 
 
-def _check_out(out, fmt: str, overwrite: bool) -> Path:
+# Each section's required fields and their JSON types (None: JSON null allowed).
+_MANIFEST_FIELDS = {
+    "dataset": {"name": (str,), "fingerprint": (str,)},
+    "run": {
+        "run_id": (str,),
+        "config_key": (str,),
+        "fingerprint": (str,),
+        "settings": (dict,),
+        "model_hash": (str, type(None)),
+    },
+    "rule": {"kind": (str,), "by": (str,)},
+    "output": {
+        "format": (str,),
+        "part": (str,),
+        "with_scores": (bool,),
+        "rows": (int,),
+        "rows_sha256": (str,),
+    },
+}
+
+
+def _manifest_problem(spec: dict) -> str | None:
+    """What is wrong with a manifest's structure, or None."""
+    if not isinstance(spec.get("score"), str):
+        return "'score' must be a score name"
+    for section, fields in _MANIFEST_FIELDS.items():
+        value = spec.get(section)
+        if not isinstance(value, dict):
+            return f"'{section}' is missing or not an object"
+        for name, types in fields.items():
+            if name not in value:
+                return f"'{section}.{name}' is missing"
+            field = value[name]
+            if not isinstance(field, types) or (isinstance(field, bool) and bool not in types):
+                return f"'{section}.{name}' has the wrong type ({type(field).__name__})"
+    output = spec["output"]
+    if output["format"] not in FORMATS:
+        return f"'output.format' is '{output['format']}', not one of {', '.join(FORMATS)}"
+    if output["part"] not in PARTS:
+        return f"'output.part' is '{output['part']}', not one of {', '.join(PARTS)}"
+    return None
+
+
+def default_export_dir(store: Store) -> Path:
+    """Where the app proposes exports: `exports/` beside the store, created on first use."""
+    return store.path.expanduser().resolve().parent / "exports"
+
+
+def check_output(store: Store, out: str | os.PathLike, fmt: str, overwrite: bool) -> Path:
+    """OUT as a path that an export may write, else an InputError saying what to choose instead.
+
+    The one check of an export's destination, for the CLI and the Prune & Export page alike.
+    """
     if fmt not in FORMATS:
         raise InputError(f"unknown format '{fmt}' — use {', '.join(FORMATS)}")
     out = Path(out).expanduser()
-    if not out.name:
-        raise InputError("--out needs a file or directory name")
-    if (out.exists() or out.is_symlink()) and not overwrite:
-        raise InputError(f"{out} already exists — pass --overwrite to replace it")
-    if not out.parent.exists():
-        raise InputError(f"folder {out.parent} does not exist — create it first")
+    if not out.name or out.name in (".", ".."):
+        raise InputError("--out needs a file or directory name", ui="Give a file name to write to.")
+    manifest = manifest_path_for(out)
+    for target in (out, manifest):
+        _refuse_store_paths(store, target)
+    if out.exists() or out.is_symlink():
+        if not overwrite:
+            raise InputError(
+                f"{out} already exists — pass --overwrite to replace it",
+                ui=f"{out} already exists — tick “Replace it if it exists” to replace it.",
+            )
+        if out.is_dir():
+            if fmt != "hf":
+                raise InputError(
+                    f"{out} is a folder — a {fmt} export is one file: give a file name",
+                    ui=f"{out} is a folder — a {fmt} export is one file: give a file name.",
+                )
+            if not is_previous_export(out):
+                raise InputError(
+                    f"{out} is a folder that is not an earlier infoprune export — folders are "
+                    "never replaced: choose a new name"
+                )
+    if manifest.is_dir():
+        raise InputError(f"{manifest} is a folder — choose another output name")
+    if (manifest.exists() or manifest.is_symlink()) and not overwrite:
+        raise InputError(
+            f"{manifest} already exists — pass --overwrite to replace it",
+            ui=f"{manifest} already exists — tick “Replace it if it exists” to replace it.",
+        )
+    parent = out.parent
+    if parent.exists() and not parent.is_dir():
+        raise InputError(f"{parent} is not a folder — choose another output path")
+    if not parent.exists() and parent.resolve() != default_export_dir(store):
+        raise InputError(f"folder {parent} does not exist — create it first")
     return out
+
+
+def _refuse_store_paths(store: Store, target: Path) -> None:
+    resolved = target.resolve()
+    for owned in store.owned_paths():
+        if resolved == owned or owned in resolved.parents or resolved in owned.parents:
+            raise InputError(
+                f"{target} would write over the store {store.path} ({owned.name}) — "
+                "choose an output outside the store's files"
+            )
+
+
+def is_previous_export(folder: Path) -> bool:
+    """True for a folder an `hf` export wrote: it holds our marker, or our manifest sits beside it
+    and names it (exports written before the marker existed)."""
+    if (folder / HF_MARKER).is_file():
+        return True
+    try:
+        spec = read_manifest(manifest_path_for(folder))
+    except InputError:
+        return False
+    out = spec["output"]
+    return out["format"] == "hf" and Path(str(out.get("path", ""))).resolve() == folder.resolve()
 
 
 def output_columns(info: DatasetInfo, with_scores: bool) -> list[tuple[str, str]]:
@@ -234,7 +347,9 @@ def _write(
         + "WHERE x.dataset = ? AND get_bit(?::BIT, x.row_idx::INTEGER) = 1 ORDER BY x.row_idx"
     )
     params = ([plan.run["run_id"]] if with_scores else []) + [plan.info.name, _bitmask(plan)]
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    out.parent.mkdir(exist_ok=True)  # only the default exports folder can be missing here
+    scratch.sweep(out.parent)  # what killed exports left in this folder
+    tmp = out.parent / scratch.temp_name(out.name)
     try:
         with store.connect() as con:
             parquet_tmp = tmp if fmt != "hf" else tmp.with_name(tmp.name + ".parquet")
@@ -251,14 +366,17 @@ def _write(
             _parquet_to_hf(parquet_tmp, tmp)
         manifest = _manifest(plan, out, fmt, with_scores, cols, rebuilt_from)
         manifest["seconds"] = round(time.monotonic() - started, 3)
+        manifest_text = json.dumps(manifest, indent=2, ensure_ascii=False, default=str)
+        if fmt == "hf":
+            (tmp / HF_MARKER).write_text(manifest_text)
         manifest_tmp = tmp.with_name(tmp.name + ".manifest")
-        manifest_tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False, default=str))
+        manifest_tmp.write_text(manifest_text)
         _replace(tmp, out)
         os.replace(manifest_tmp, manifest_path_for(out))
     finally:
         for leftover in tmp.parent.iterdir():
             if leftover.name.startswith(tmp.name):
-                _remove(leftover)
+                scratch.remove(leftover)
     return ExportResult(out, manifest_path_for(out), manifest)
 
 
@@ -286,22 +404,15 @@ def _parquet_to_hf(parquet: Path, directory: Path) -> None:
 
 
 def _replace(tmp: Path, out: Path) -> None:
-    """Move TMP to OUT; an existing OUT (file or folder) is set aside first and deleted after."""
-    if out.exists() or out.is_symlink():
-        aside = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
+    """Move TMP to OUT. A file is replaced in one rename; a folder (an earlier hf export, or a file
+    where a folder goes) is set aside under a temporary name first and deleted after."""
+    if out.is_dir() or (tmp.is_dir() and (out.exists() or out.is_symlink())):
+        aside = out.parent / scratch.temp_name(out.name + ".old")
         os.replace(out, aside)
         os.replace(tmp, out)
-        _remove(aside)
+        scratch.remove(aside)
     else:
         os.replace(tmp, out)
-
-
-def _remove(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
 
 
 def _manifest(

@@ -63,13 +63,17 @@ class Rule:
     by: str = "ratio"
 
     def __post_init__(self) -> None:
-        if self.kind not in RULES:
+        if not isinstance(self.kind, str) or self.kind not in RULES:
             raise InputError(f"unknown rule '{self.kind}'; rules are: {', '.join(RULES)}")
         if self.by not in ("ratio", "threshold"):
             raise InputError(f"a rule is set by 'ratio' or 'threshold', not '{self.by}'")
         needs = {"prune-low": ("low",), "prune-high": ("high",), "keep-middle": ("low", "high")}
         for side in ("low", "high"):
             value = getattr(self, side)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float)
+            ):
+                raise InputError(f"the {side} {self.by} must be a number, not {value!r}")
             if side in needs[self.kind] and value is None:
                 flag = "--ratio" if self.kind != "keep-middle" else f"--{self.by}-{side}"
                 raise InputError(f"rule {self.kind} needs a {self.by} — pass {flag}")
@@ -97,6 +101,8 @@ class Rule:
 
     @classmethod
     def from_dict(cls, d: dict) -> Rule:
+        if not isinstance(d, dict) or "kind" not in d:
+            raise InputError(f"a rule is an object with a 'kind', not {d!r}")
         return cls(d["kind"], d.get("low"), d.get("high"), d.get("by", "ratio"))
 
     def describe(self) -> str:
