@@ -45,23 +45,40 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from core.store import Store
 
+    store = Store(args.db)
+    status, message = "failed", None
     try:
-        return int(args.func(args, Store(args.db)) or 0)
+        store.sweep_temporaries()
+        rc = int(args.func(args, store) or 0)
+        status = {0: "done", 130: "cancelled"}.get(rc, "failed")
+        return rc
     except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        message = f"error: {exc}"
+        print(message, file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        status, message = "cancelled", "interrupted"
+        print(message, file=sys.stderr)
         return 130
     except Exception as exc:  # a bug, not bad input: one line unless asked for the traceback
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        message = f"internal error: {type(exc).__name__}: {first}"
         if os.environ.get("INFOPRUNE_DEBUG"):
             raise
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        print(
-            f"internal error: {type(exc).__name__}: {first} (set INFOPRUNE_DEBUG=1 for details)",
-            file=sys.stderr,
-        )
+        print(f"{message} (set INFOPRUNE_DEBUG=1 for details)", file=sys.stderr)
         return 1
+    finally:
+        _record_job_end(store, status, message)
+
+
+def _record_job_end(store, status: str, message: str | None) -> None:
+    """A background job writes how it ended into its `jobs` row (see core.jobs)."""
+    from core.jobs import finish_job
+
+    try:
+        finish_job(store, status, message)
+    except Exception as exc:  # the command's own outcome matters more than this bookkeeping
+        print(f"warning: could not record how the job ended ({exc})", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -6,9 +6,14 @@ import json
 from dataclasses import dataclass
 
 import pandas as pd
+import pyarrow as pa
 
 from core.errors import InputError
 from core.store import Store, quote_ident
+
+
+class DatasetChanged(InputError):
+    """The dataset a job reads was dropped or replaced while the job ran."""
 
 
 @dataclass(frozen=True)
@@ -57,11 +62,56 @@ def get_dataset(store: Store, name: str) -> DatasetInfo:
 
 
 def drop_dataset(store: Store, name: str) -> None:
+    """Delete dataset NAME; refused (DatasetInUse) while a live job reads it."""
+    from core.jobs import check_dataset_free
+
     info = get_dataset(store, name)
     with store.transaction() as con:
+        check_dataset_free(con, name)
         con.execute("DELETE FROM samples WHERE dataset = ?", [name])
         con.execute("DELETE FROM datasets WHERE name = ?", [name])
         con.execute(f"DROP TABLE IF EXISTS {quote_ident(info.meta_table)}")
+
+
+def change_since(con, name: str, fingerprint: str) -> str | None:
+    """What happened to dataset NAME since it held the content FINGERPRINT names, or None.
+
+    Takes an open connection so that a job can check inside the transaction that commits its work.
+    """
+    rows = con.execute("SELECT fingerprint FROM datasets WHERE name = ?", [name]).fetchall()
+    if not rows:
+        return f"dataset '{name}' was dropped"
+    if rows[0][0] != fingerprint:
+        return f"dataset '{name}' was replaced with different content"
+    return None
+
+
+def texts_by_id(store: Store, name: str, ids: list[str], fingerprint: str) -> list[str]:
+    """Texts of IDS, in that order, from dataset NAME as FINGERPRINT identifies it (one query).
+
+    DatasetChanged if the dataset was dropped or replaced, rather than a KeyError halfway through.
+    """
+    with store.connect() as con:
+        change = change_since(con, name, fingerprint)
+        if change:
+            raise DatasetChanged(f"{change} — ingest it again and rerun")
+        con.register("_wanted_ids", pa.table({"sample_id": pa.array(ids, pa.string())}))
+        try:
+            found = con.execute(
+                "SELECT s.sample_id, s.text FROM samples s JOIN _wanted_ids w USING (sample_id) "
+                "WHERE s.dataset = ?",
+                [name],
+            ).fetchall()
+        finally:
+            con.unregister("_wanted_ids")
+    by_id = dict(found)
+    missing = [i for i in ids if i not in by_id]
+    if missing:
+        raise DatasetChanged(
+            f"dataset '{name}' lacks {len(missing):,} of the samples asked for (e.g. "
+            f"{missing[0]!r}) — it changed while in use; rerun"
+        )
+    return [by_id[i] for i in ids]
 
 
 def sample_page(

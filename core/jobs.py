@@ -18,7 +18,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from core import processes
 from core.config import jobs_dir
+from core.errors import InputError
 from core.store import Store
 
 
@@ -44,13 +46,24 @@ class CancelToken:
 
 
 def start_job(store: Store, kind: str, argv: list[str], ref: str | None = None) -> str:
-    """Start `infoprune ARGV --db STORE` in the background and return its job id."""
+    """Start `infoprune ARGV --db STORE` in the background and return its job id.
+
+    The job's row records the process (pid and start time); the process itself writes how it
+    ended (`finish_job`), and a row still `running` whose process is gone reads as `stopped`.
+    """
     job_id = f"{kind}-{uuid.uuid4().hex[:8]}"
     log_dir = jobs_dir(store.path)
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{job_id}.log"
     cmd = [sys.executable, "-m", "core.cli", *argv, "--db", str(store.path)]
     env = dict(os.environ, INFOPRUNE_JOB_ID=job_id, PYTHONUNBUFFERED="1")
+    # The row exists before the process does, so that a job that ends at once can record it.
+    with store.transaction() as con:
+        con.execute(
+            "INSERT INTO jobs (job_id, kind, ref, argv, status, log_path, created_at) "
+            "VALUES (?, ?, ?, ?, 'running', ?, now())",
+            [job_id, kind, ref, json.dumps(argv), str(log_path)],
+        )
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             cmd,
@@ -63,25 +76,49 @@ def start_job(store: Store, kind: str, argv: list[str], ref: str | None = None) 
         )
     with store.transaction() as con:
         con.execute(
-            "INSERT INTO jobs (job_id, kind, ref, argv, pid, status, log_path, created_at) "
-            "VALUES (?, ?, ?, ?, ?, 'running', ?, now())",
-            [job_id, kind, ref, json.dumps(argv), proc.pid, str(log_path)],
+            "UPDATE jobs SET pid = ?, pid_start = ? WHERE job_id = ?",
+            [proc.pid, _child_start(proc), job_id],
         )
     return job_id
 
 
-def pid_is_ours(pid: int | None) -> bool:
-    """True while PID is a live infoprune process (pids are reused, so check the command line)."""
-    if not pid:
-        return False
+def _child_start(proc: subprocess.Popen) -> int | None:
+    """The child's start time; a child that already exited has none, so it reads as ended."""
+    return processes.start_time(proc.pid) if proc.poll() is None else None
+
+
+def finish_job(store: Store, status: str, message: str | None = None) -> None:
+    """Record how this process's background job ended (a no-op outside a background job)."""
+    job_id = os.environ.get("INFOPRUNE_JOB_ID")
+    if not job_id:
+        return
+    with store.transaction() as con:
+        con.execute(
+            "UPDATE jobs SET status = ?, message = ?, finished_at = now() WHERE job_id = ?",
+            [status, message, job_id],
+        )
+
+
+def live_status(status: str, pid, pid_start, active: tuple[str, ...] = ("running",)) -> str:
+    """STATUS as it is now: an active row whose process has ended (killed, crashed) is 'stopped'."""
+    if status in active and not processes.is_alive(as_int(pid), as_int(pid_start)):
+        return "stopped"
+    return status
+
+
+def as_int(value) -> int | None:
+    """A pid or start time read back from the store (None, NaN from pandas, or a number)."""
     try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            cmdline = f.read()
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z" and (b"core.cli" in cmdline or b"infoprune" in cmdline)
+        return None if value is None or pd.isna(value) else int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def taken_by_other(pid, pid_start) -> bool:
+    """True when another live process holds a row that names (PID, PID_START)."""
+    me = processes.current()
+    pid, pid_start = as_int(pid), as_int(pid_start)
+    return (pid, pid_start) != (me.pid, me.start) and processes.is_alive(pid, pid_start)
 
 
 def reap_children() -> None:
@@ -93,36 +130,26 @@ def reap_children() -> None:
         pass
 
 
-def send_cancel(pid: int | None) -> bool:
-    """SIGTERM an infoprune process; False if it is not running."""
-    if not pid_is_ours(pid):
+def send_cancel(pid, pid_start) -> bool:
+    """SIGTERM the job process (PID, PID_START); False if that process is not running."""
+    reap_children()
+    pid, pid_start = as_int(pid), as_int(pid_start)
+    if not processes.is_alive(pid, pid_start):
         return False
     os.kill(pid, signal.SIGTERM)
     return True
 
 
-def list_jobs(store: Store, kind: str | None = None) -> pd.DataFrame:
-    """Background jobs, newest first, with whether each process is still alive."""
-    reap_children()
-    df = store.query_df(
-        "SELECT job_id, kind, ref, pid, status, log_path, created_at FROM jobs "
-        + ("WHERE kind = ? " if kind else "")
-        + "ORDER BY created_at DESC",
-        [kind] if kind else [],
-    )
-    df["alive"] = [pid_is_ours(int(p)) if pd.notna(p) else False for p in df["pid"]]
-    return df
-
-
 def job_for_ref(store: Store, ref: str) -> dict | None:
     rows = store.query(
-        "SELECT job_id, pid, log_path FROM jobs WHERE ref = ? ORDER BY created_at DESC LIMIT 1",
+        "SELECT job_id, pid, pid_start, log_path FROM jobs WHERE ref = ? "
+        "ORDER BY created_at DESC LIMIT 1",
         [ref],
     )
     if not rows:
         return None
-    job_id, pid, log_path = rows[0]
-    return {"job_id": job_id, "pid": pid, "log_path": log_path}
+    job_id, pid, pid_start, log_path = rows[0]
+    return {"job_id": job_id, "pid": pid, "pid_start": pid_start, "log_path": log_path}
 
 
 def read_log_tail(log_path: str | None, n_lines: int = 20) -> str:
@@ -136,9 +163,69 @@ def read_log_tail(log_path: str | None, n_lines: int = 20) -> str:
 
 def job_error(store: Store, job_id: str) -> str | None:
     """The `error:` line a finished job printed, or None while it runs or if it had none."""
-    rows = store.query("SELECT pid, log_path FROM jobs WHERE job_id = ?", [job_id])
-    if not rows or pid_is_ours(rows[0][0]):
+    rows = store.query(
+        "SELECT pid, pid_start, message, log_path FROM jobs WHERE job_id = ?", [job_id]
+    )
+    if not rows:
         return None
+    pid, pid_start, message, log_path = rows[0]
     reap_children()
-    errors = [ln for ln in read_log_tail(rows[0][1], 50).splitlines() if "error:" in ln]
+    if processes.is_alive(as_int(pid), as_int(pid_start)):
+        return None
+    if message:
+        return message
+    errors = [ln for ln in read_log_tail(log_path, 50).splitlines() if "error:" in ln]
     return errors[-1].strip() if errors else None
+
+
+# Rows that a process works on while it reads a dataset: scoring runs, probe training, validations
+# (of a run of that dataset), and score jobs started from the UI that have not claimed a run yet.
+_WORK = (
+    "SELECT 'scoring run' AS what, run_id AS id, pid, pid_start FROM runs "
+    "WHERE dataset = ? AND status = 'running' "
+    "UNION ALL SELECT 'probe training', probe_id, pid, pid_start FROM probes "
+    "WHERE dataset = ? AND status IN ('queued', 'running') "
+    "UNION ALL SELECT 'validation', v.validation_id, v.pid, v.pid_start FROM validations v "
+    "JOIN runs r USING (run_id) WHERE r.dataset = ? AND v.status = 'running' "
+    "UNION ALL SELECT 'scoring job', job_id, pid, pid_start FROM jobs "
+    "WHERE kind = 'score' AND ref = ? AND status = 'running'"
+)
+
+
+class DatasetInUse(InputError):
+    """A dataset cannot be dropped or replaced while a live job reads it."""
+
+
+def check_dataset_free(con, name: str) -> None:
+    """DatasetInUse naming the live jobs (scoring, probe training, validation) that read NAME.
+
+    Takes the connection of the transaction that would drop or replace the dataset.
+    """
+    live: dict[int, tuple[str, str]] = {}
+    for what, ident, pid, pid_start in con.execute(_WORK, [name] * 4).fetchall():
+        if processes.is_alive(as_int(pid), as_int(pid_start)):
+            live.setdefault(int(pid), (what, ident))  # a job and the run it claimed: one process
+    if not live:
+        return
+    (pid, (what, ident)), *others = live.items()
+    more = f" and {len(others)} more" if others else ""
+    where = {"validation": "Validate"}.get(what.split()[0], "Score")
+    raise DatasetInUse(
+        f"dataset '{name}' is in use by {what} {ident} (process {pid}){more} — wait for it to "
+        f"finish or stop it first: infoprune cancel {ident}",
+        ui=f"Dataset '{name}' is in use by {what} {ident}{more} — wait for it to finish or "
+        f"cancel it on the {where} page first.",
+    )
+
+
+def get_job(store: Store, job_id: str) -> dict:
+    """A background job's row, its status as it is now (see `live_status`)."""
+    cols = ["job_id", "kind", "ref", "pid", "pid_start", "status", "message", "log_path"]
+    cols += ["created_at", "finished_at"]
+    rows = store.query(f"SELECT {', '.join(cols)} FROM jobs WHERE job_id = ?", [job_id])
+    if not rows:
+        raise InputError(f"unknown job '{job_id}'")
+    job = dict(zip(cols, rows[0], strict=True))
+    reap_children()
+    job["status"] = live_status(job["status"], job["pid"], job["pid_start"])
+    return job

@@ -25,10 +25,10 @@ import pyarrow as pa
 import torch
 import torch.nn.functional as F
 
-from core import __version__
-from core.datasets import DatasetInfo, get_dataset
+from core import __version__, processes
+from core.datasets import DatasetInfo, get_dataset, texts_by_id
 from core.errors import InputError
-from core.jobs import CancelToken, pid_is_ours, send_cancel, start_job
+from core.jobs import CancelToken, live_status, send_cancel, start_job, taken_by_other
 from core.models import weights_hash
 from core.store import Store
 
@@ -592,20 +592,6 @@ def _load_ids(store: Store, dataset: str) -> list[str]:
     return [r[0] for r in rows]
 
 
-def _load_texts(store: Store, dataset: str, ids: list[str]) -> list[str]:
-    """Texts of IDS, in that order."""
-    with store.connect() as con:
-        con.register("_probe_want", pa.table({"sample_id": ids}))
-        rows = con.execute(
-            "SELECT s.sample_id, s.text FROM samples s JOIN _probe_want w USING (sample_id) "
-            "WHERE s.dataset = ?",
-            [dataset],
-        ).fetchall()
-        con.unregister("_probe_want")
-    by_id = dict(rows)
-    return [by_id[i] for i in ids]
-
-
 def _prepare(store: Store, dataset: str, out_dir, opts: ProbeOptions):
     """Every check a user can fail, before any row is written or any work is done."""
     validate_options(opts)
@@ -687,8 +673,8 @@ def _train_and_write(
     from transformers import PreTrainedTokenizerFast
 
     ckpt = out / "checkpoint"
-    train_texts = _load_texts(store, info.name, train_ids)
-    val_texts = _load_texts(store, info.name, val_ids)
+    train_texts = texts_by_id(store, info.name, train_ids, info.fingerprint)
+    val_texts = texts_by_id(store, info.name, val_ids, info.fingerprint)
     t_tok = time.monotonic()
     if resume:
         tokenizer = PreTrainedTokenizerFast(
@@ -892,29 +878,29 @@ class _Reporter:
 
 def _claim(store: Store, probe_id: str, info: DatasetInfo, out: Path, opts: ProbeOptions) -> None:
     """Create the probes row or take over an existing one (queued, cancelled, failed)."""
-    me = os.getpid()
+    me = processes.current()
     with store.transaction() as con:
         rows = con.execute(
-            "SELECT status, pid FROM probes WHERE probe_id = ?", [probe_id]
+            "SELECT status, pid, pid_start FROM probes WHERE probe_id = ?", [probe_id]
         ).fetchall()
         if rows:
-            status, pid = rows[0]
-            if status == "running" and pid != me and pid_is_ours(pid):
+            status, pid, pid_start = rows[0]
+            if status == "running" and taken_by_other(pid, pid_start):
                 raise InputError(f"probe {probe_id} is already being trained by process {pid}")
             con.execute(
-                "UPDATE probes SET status = 'running', pid = ?, error = NULL, updated_at = now(), "
-                "finished_at = NULL WHERE probe_id = ?",
-                [me, probe_id],
+                "UPDATE probes SET status = 'running', pid = ?, pid_start = ?, error = NULL, "
+                "updated_at = now(), finished_at = NULL WHERE probe_id = ?",
+                [me.pid, me.start, probe_id],
             )
             return
         _insert_row(con, probe_id, info, out, opts, "running", me)
 
 
-def _insert_row(con, probe_id, info, out: Path, opts, status, pid) -> None:
+def _insert_row(con, probe_id, info, out: Path, opts, status, owner) -> None:
     con.execute(
         "INSERT INTO probes (probe_id, dataset, fingerprint, out_dir, settings, status, step, "
-        "tokens_seen, seconds, pid, created_at, updated_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, 0, 0, 0, ?, now(), now())",
+        "tokens_seen, seconds, pid, pid_start, created_at, updated_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, 0, 0, 0, ?, ?, now(), now())",
         [
             probe_id,
             info.name,
@@ -922,7 +908,8 @@ def _insert_row(con, probe_id, info, out: Path, opts, status, pid) -> None:
             str(out.resolve()),
             json.dumps(asdict(opts)),
             status,
-            pid,
+            owner.pid if owner else None,
+            owner.start if owner else None,
         ],
     )
 
@@ -936,7 +923,8 @@ def _finish(
 ) -> None:
     with store.transaction() as con:
         con.execute(
-            "UPDATE probes SET status = ?, error = ?, pid = NULL, updated_at = now(), "
+            "UPDATE probes SET status = ?, error = ?, pid = NULL, pid_start = NULL, "
+            "updated_at = now(), "
             "val_bits_per_token = coalesce(?, val_bits_per_token), "
             "finished_at = CASE WHEN ? = 'done' THEN now() ELSE finished_at END "
             "WHERE probe_id = ?",
@@ -954,9 +942,9 @@ def start_probe_job(store: Store, dataset: str, out_dir: str | Path, **options) 
     probe_id = resume["probe_id"] if resume else "probe-" + uuid.uuid4().hex[:8]
     with store.transaction() as con:
         rows = con.execute(
-            "SELECT status, pid FROM probes WHERE probe_id = ?", [probe_id]
+            "SELECT status, pid, pid_start FROM probes WHERE probe_id = ?", [probe_id]
         ).fetchall()
-        if rows and rows[0][0] in ("queued", "running") and pid_is_ours(rows[0][1]):
+        if rows and live_status(*rows[0], active=("queued", "running")) in ("queued", "running"):
             raise InputError(f"probe {probe_id} is already being trained by process {rows[0][1]}")
         if rows:
             con.execute(
@@ -971,8 +959,8 @@ def start_probe_job(store: Store, dataset: str, out_dir: str | Path, **options) 
     with store.transaction() as con:
         # The job's pid until the process claims the row itself, so a queued probe can be cancelled.
         con.execute(
-            "UPDATE probes SET pid = (SELECT pid FROM jobs WHERE job_id = ?) "
-            "WHERE probe_id = ? AND status = 'queued'",
+            "UPDATE probes SET pid = j.pid, pid_start = j.pid_start FROM jobs j "
+            "WHERE j.job_id = ? AND probes.probe_id = ? AND probes.status = 'queued'",
             [job_id, probe_id],
         )
     return probe_id
@@ -982,12 +970,12 @@ def list_probes(store: Store):
     """Probes newest first; a queued/running probe whose process is gone shows as 'stopped'."""
     df = store.query_df(
         "SELECT probe_id, dataset, out_dir, status, step, total_steps, tokens_seen, "
-        "val_bits_per_token, seconds, error, settings, pid, created_at, finished_at "
+        "val_bits_per_token, seconds, error, settings, pid, pid_start, created_at, finished_at "
         "FROM probes ORDER BY created_at DESC"
     )
     df["status"] = [
-        "stopped" if s in ("queued", "running") and not pid_is_ours(p) else s
-        for s, p in zip(df["status"], df["pid"], strict=True)
+        live_status(s, p, t, active=("queued", "running"))
+        for s, p, t in zip(df["status"], df["pid"], df["pid_start"], strict=True)
     ]
     return df
 
@@ -1004,11 +992,12 @@ def probe_curve(store: Store, probe_id: str):
 
 def cancel_probe(store: Store, probe_id: str) -> bool:
     """Ask the training process to checkpoint and stop; False if it is not running."""
-    return send_cancel(_probe_row(store, probe_id)[1])
+    _status, pid, pid_start = _probe_row(store, probe_id)
+    return send_cancel(pid, pid_start)
 
 
 def _probe_row(store: Store, probe_id: str) -> tuple:
-    rows = store.query("SELECT status, pid FROM probes WHERE probe_id = ?", [probe_id])
+    rows = store.query("SELECT status, pid, pid_start FROM probes WHERE probe_id = ?", [probe_id])
     if not rows:
         known = [r[0] for r in store.query("SELECT probe_id FROM probes ORDER BY created_at DESC")]
         hint = f"probes are: {', '.join(known[:10])}" if known else "no probes yet"

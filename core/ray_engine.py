@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from core.datasets import DatasetChanged, change_since
 from core.errors import InputError
 from core.jobs import CancelToken
 from core.measures.base import Measure
@@ -248,7 +249,7 @@ def score_dataset_ray(
     """Score DATASET on a Ray cluster into the store; a run like score_dataset's, engine 'ray'."""
     from core.datasets import get_dataset
     from core.measures.registry import all_measures
-    from core.scoring import claim_run, config_key, finish_run, record_probe_samples
+    from core.scoring import claim_run, complete_run, config_key, finish_run, record_probe_samples
 
     require_ray()
     cancel = cancel or CancelToken()
@@ -273,11 +274,15 @@ def score_dataset_ray(
                 ray, store, run_id, info, opts, plan, measures, actors, cancel, on_progress
             )
         except BaseException as exc:
-            finish_run(store, run_id, "failed", error=_first_line(_user_error(exc)))
+            error = _first_line(_user_error(exc))
+            finish_run(store, run_id, "failed", error, afresh=isinstance(exc, DatasetChanged))
             if _user_error(exc) is exc:
                 raise
             raise _user_error(exc) from exc
-        finish_run(store, run_id, status)
+        if status == "done":
+            complete_run(store, run_id)
+        else:
+            finish_run(store, run_id, status)
     return RunOutcome(run_id, status, reused=False)
 
 
@@ -323,6 +328,12 @@ def _score_into_store(ray, store, run_id, info, opts, plan, measures, actors, ca
         total_s = seconds + time.monotonic() - start
         table = table.append_column("run_id", pa.array([run_id] * table.num_rows, pa.string()))
         with store.transaction() as con:
+            change = change_since(con, info.name, info.fingerprint)
+            if change:
+                raise DatasetChanged(
+                    f"run {run_id} stopped: {change} while it was being scored — "
+                    "run the same command to score it afresh"
+                )
             con.register("_ray_scores", table)
             cols = ", ".join(table.column_names)
             con.execute(f"INSERT INTO scores ({cols}) SELECT {cols} FROM _ray_scores")
@@ -901,6 +912,9 @@ def _insert_run(store: Store, info, manifest: dict, settings: dict, key: str, sc
     n_bytes = int(pc.sum(scores.column("n_bytes")).as_py() or 0)
     seconds = float(manifest.get("seconds") or 0)
     with store.transaction() as con:
+        change = change_since(con, info.name, info.fingerprint)
+        if change:
+            raise DatasetChanged(f"{change} while its scores were read — run ingest-scores again")
         con.execute(
             "INSERT INTO runs (run_id, dataset, fingerprint, engine, model, model_hash, settings, "
             "config_key, status, n_total, n_done, tokens_done, bytes_done, bytes_total, "

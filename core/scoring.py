@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -18,9 +17,10 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from core.datasets import DatasetInfo, get_dataset, read_texts_after
+from core import processes
+from core.datasets import DatasetChanged, DatasetInfo, change_since, get_dataset, read_texts_after
 from core.errors import InputError
-from core.jobs import CancelToken, pid_is_ours, send_cancel, start_job
+from core.jobs import CancelToken, live_status, send_cancel, start_job, taken_by_other
 from core.measures.base import Batch
 from core.measures.registry import all_measures
 from core.store import SCORE_COLUMNS, Store
@@ -123,11 +123,13 @@ def score_dataset(
             store, run_id, info, scorer, measures, last_row, opts.limit, cancel, on_progress
         )
     except BaseException as exc:
-        finish_run(
-            store, run_id, "failed", error=str(exc).splitlines()[0] if str(exc) else repr(exc)
-        )
+        error = str(exc).splitlines()[0] if str(exc) else repr(exc)
+        finish_run(store, run_id, "failed", error, afresh=isinstance(exc, DatasetChanged))
         raise
-    finish_run(store, run_id, status)
+    if status == "done":
+        complete_run(store, run_id)
+    else:
+        finish_run(store, run_id, status)
     return RunOutcome(run_id, status, reused=False)
 
 
@@ -173,23 +175,23 @@ def claim_run(store, info: DatasetInfo, opts, model_hash, settings, config_key, 
 
     DEVICE labels the run when the scoring happens elsewhere (Ray workers), not on this machine.
     """
-    me = os.getpid()
+    me = processes.current()
     with store.transaction() as con:
         rows = con.execute(
-            "SELECT run_id, status, pid, last_row_idx FROM runs WHERE config_key = ? "
+            "SELECT run_id, status, pid, pid_start, last_row_idx FROM runs WHERE config_key = ? "
             "ORDER BY created_at DESC LIMIT 1",
             [config_key],
         ).fetchall()
         if rows:
-            run_id, status, pid, last_row = rows[0]
+            run_id, status, pid, pid_start, last_row = rows[0]
             if status == "done":
                 return run_id, "done", last_row
-            if status == "running" and pid != me and pid_is_ours(pid):
+            if status == "running" and taken_by_other(pid, pid_start):
                 raise InputError(f"run {run_id} is already being scored by process {pid}")
             con.execute(
-                "UPDATE runs SET status = 'running', pid = ?, error = NULL, started_at = now(), "
-                "updated_at = now(), finished_at = NULL WHERE run_id = ?",
-                [me, run_id],
+                "UPDATE runs SET status = 'running', pid = ?, pid_start = ?, error = NULL, "
+                "started_at = now(), updated_at = now(), finished_at = NULL WHERE run_id = ?",
+                [me.pid, me.start, run_id],
             )
             return run_id, "running", last_row
         n_total, bytes_total = con.execute(
@@ -201,9 +203,9 @@ def claim_run(store, info: DatasetInfo, opts, model_hash, settings, config_key, 
         con.execute(
             "INSERT INTO runs (run_id, dataset, fingerprint, engine, model, model_hash, settings, "
             "config_key, status, n_total, n_done, tokens_done, bytes_done, bytes_total, "
-            "last_row_idx, seconds, device, dtype, pid, created_at, started_at, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, 0, 0, 0, ?, -1, 0, ?, ?, ?, now(), "
-            "now(), now())",
+            "last_row_idx, seconds, device, dtype, pid, pid_start, created_at, started_at, "
+            "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, 0, 0, 0, ?, -1, 0, ?, ?, "
+            "?, ?, now(), now(), now())",
             [
                 run_id,
                 info.name,
@@ -217,7 +219,8 @@ def claim_run(store, info: DatasetInfo, opts, model_hash, settings, config_key, 
                 bytes_total,
                 device or _device_label(opts),
                 settings.get("dtype"),
-                me,
+                me.pid,
+                me.start,
             ],
         )
         return run_id, "running", -1
@@ -297,6 +300,12 @@ def _score_chunks(store, run_id, info, scorer, measures, last_row, limit, cancel
         bytes_done += sum(n_bytes)
         total_seconds = seconds + (time.monotonic() - session_start)
         with store.transaction() as con:
+            change = change_since(con, info.name, info.fingerprint)
+            if change:
+                raise DatasetChanged(
+                    f"run {run_id} stopped: {change} while it was being scored — "
+                    "run the same command to score it afresh"
+                )
             con.register("_chunk_scores", table)
             con.execute(
                 f"INSERT INTO scores ({', '.join(table.column_names)}) SELECT * FROM _chunk_scores"
@@ -376,13 +385,50 @@ def score_table(run_id, rows, n_bytes, model_scores, measures) -> pa.Table:
     return pa.table({c: pa.array(v, type=types[c]) for c, v in cols.items()})
 
 
-def finish_run(store: Store, run_id: str, status: str, error: str | None = None) -> None:
+def complete_run(store: Store, run_id: str) -> None:
+    """Mark RUN done, but only if every sample of its dataset, as fingerprinted when the run
+    started, has a score. Otherwise the run fails, its partial scores go (the next `score` starts
+    afresh) and DatasetChanged says why: a run is never `done` with samples missing."""
     with store.transaction() as con:
-        con.execute(
-            "UPDATE runs SET status = ?, error = ?, pid = NULL, updated_at = now(), "
-            "finished_at = CASE WHEN ? = 'done' THEN now() ELSE finished_at END WHERE run_id = ?",
-            [status, error, status, run_id],
-        )
+        dataset, fingerprint, n_total = con.execute(
+            "SELECT dataset, fingerprint, n_total FROM runs WHERE run_id = ?", [run_id]
+        ).fetchall()[0]
+        n_rows, n_ids = con.execute(
+            "SELECT count(*), count(DISTINCT sample_id) FROM scores WHERE run_id = ?", [run_id]
+        ).fetchall()[0]
+        problem = change_since(con, dataset, fingerprint)
+        if problem is None and not n_rows == n_ids == n_total:
+            problem = f"{n_ids:,} of {n_total:,} samples have a score"
+        if problem is None:
+            _set_status(con, run_id, "done", None)
+            return
+    error = f"run {run_id} is incomplete: {problem} — run the same command to score it afresh"
+    finish_run(store, run_id, "failed", error, afresh=True)
+    raise DatasetChanged(error)
+
+
+def finish_run(
+    store: Store, run_id: str, status: str, error: str | None = None, afresh: bool = False
+) -> None:
+    """Record how RUN ended; AFRESH also drops its partial scores, so a resume starts over."""
+    with store.transaction() as con:
+        if afresh:
+            con.execute("DELETE FROM scores WHERE run_id = ?", [run_id])
+            con.execute(
+                "UPDATE runs SET n_done = 0, tokens_done = 0, bytes_done = 0, last_row_idx = -1, "
+                "seconds = 0, tokens_per_s = NULL WHERE run_id = ?",
+                [run_id],
+            )
+        _set_status(con, run_id, status, error)
+
+
+def _set_status(con, run_id: str, status: str, error: str | None) -> None:
+    con.execute(
+        "UPDATE runs SET status = ?, error = ?, pid = NULL, pid_start = NULL, "
+        "updated_at = now(), "
+        "finished_at = CASE WHEN ? = 'done' THEN now() ELSE finished_at END WHERE run_id = ?",
+        [status, error, status, run_id],
+    )
 
 
 # ---- what the UI and CLI read ---------------------------------------------------------------
@@ -392,7 +438,7 @@ def list_runs(store: Store, dataset: str | None = None):
     """Runs newest first, with live status: a 'running' run whose process is gone is 'stopped'."""
     df = store.query_df(
         "SELECT run_id, dataset, model, status, n_done, n_total, tokens_per_s, seconds, device, "
-        "dtype, settings, model_hash, pid, error, created_at, finished_at, "
+        "dtype, settings, model_hash, pid, pid_start, error, created_at, finished_at, "
         "CASE WHEN bytes_done > 0 AND bytes_total > bytes_done "
         "THEN seconds * (bytes_total - bytes_done) / bytes_done END AS eta_s FROM runs "
         + ("WHERE dataset = ? " if dataset else "")
@@ -400,8 +446,8 @@ def list_runs(store: Store, dataset: str | None = None):
         [dataset] if dataset else [],
     )
     df["status"] = [
-        "stopped" if s == "running" and not pid_is_ours(p) else s
-        for s, p in zip(df["status"], df["pid"], strict=True)
+        live_status(s, p, t)
+        for s, p, t in zip(df["status"], df["pid"], df["pid_start"], strict=True)
     ]
     return df
 
@@ -414,8 +460,7 @@ def get_run(store: Store, run_id: str) -> dict:
         raise InputError(f"unknown run '{run_id}' ({hint})")
     row = df.iloc[0].to_dict()
     row["settings"] = json.loads(row["settings"])
-    if row["status"] == "running" and not pid_is_ours(row["pid"]):
-        row["status"] = "stopped"
+    row["status"] = live_status(row["status"], row["pid"], row["pid_start"])
     return row
 
 
@@ -439,4 +484,4 @@ def start_score_job(store: Store, dataset: str, opts: ScoreOptions) -> str:
 def cancel_run(store: Store, run_id: str) -> bool:
     """Ask the process scoring RUN to stop after its current chunk."""
     run = get_run(store, run_id)
-    return send_cancel(run["pid"])
+    return send_cancel(run["pid"], run["pid_start"])

@@ -14,11 +14,13 @@ import re
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import duckdb
 
-from core.config import resolve_db_path
+from core.config import jobs_dir, resolve_db_path
 from core.errors import InputError
+from core.scratch import scratch_folder, sweep_store
 
 # Base columns of `scores`; every registered measure adds one DOUBLE column (see core.measures).
 SCORE_COLUMNS = ["n_bytes", "n_tokens", "bits_total", "bits_per_token", "bits_per_byte"]
@@ -68,6 +70,7 @@ SCHEMA = [
         device VARCHAR,
         dtype VARCHAR,
         pid INTEGER,
+        pid_start BIGINT,
         error VARCHAR,
         created_at TIMESTAMP NOT NULL,
         started_at TIMESTAMP,
@@ -104,6 +107,7 @@ SCHEMA = [
         val_bits_per_token DOUBLE,
         seconds DOUBLE DEFAULT 0,
         pid INTEGER,
+        pid_start BIGINT,
         error VARCHAR,
         created_at TIMESTAMP NOT NULL,
         updated_at TIMESTAMP,
@@ -128,6 +132,7 @@ SCHEMA = [
         n_done BIGINT DEFAULT 0,
         n_total BIGINT,
         pid INTEGER,
+        pid_start BIGINT,
         error VARCHAR,
         created_at TIMESTAMP NOT NULL,
         updated_at TIMESTAMP,
@@ -150,6 +155,7 @@ SCHEMA = [
         ref VARCHAR,
         argv JSON NOT NULL,
         pid INTEGER,
+        pid_start BIGINT,
         status VARCHAR NOT NULL,
         log_path VARCHAR,
         message VARCHAR,
@@ -158,6 +164,11 @@ SCHEMA = [
     )""",
 ]
 
+# Tables whose rows name the process working on them: `pid` and its start time `pid_start`
+# (see core.processes: a pid alone may belong to another program by now).
+PROCESS_TABLES = ("runs", "probes", "validations", "jobs")
+
+DUCKDB_MAGIC = b"DUCK"  # bytes 8-11 of every DuckDB database file
 _LOCK_HINTS = ("could not set lock", "conflicting lock")
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _schema_ready: set[str] = set()
@@ -192,10 +203,21 @@ class Store:
     def __repr__(self) -> str:
         return f"Store({str(self.path)!r})"
 
+    def owned_paths(self) -> list[Path]:
+        """What the store is made of on disk, symlinks resolved: no command may write over these
+        (or anything inside them). The file, DuckDB's write-ahead log, job logs, temporaries."""
+        db = self.path.expanduser().resolve()
+        return [db, db.with_name(db.name + ".wal"), jobs_dir(db), scratch_folder(db)]
+
+    def sweep_temporaries(self) -> None:
+        """Remove what killed commands of this store left in its scratch folder."""
+        sweep_store(self.path.expanduser())
+
     @contextlib.contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """Open the file (waiting while another process holds it), yield, close."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        _check_is_duckdb(self.path)
         con = _open_with_retry(str(self.path), self.lock_timeout)
         try:
             self._ensure_schema(con)
@@ -234,11 +256,31 @@ class Store:
         with _schema_guard:
             for ddl in SCHEMA:
                 con.execute(ddl)
+            for table in PROCESS_TABLES:  # stores made before pids were recorded with start times
+                con.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS pid_start BIGINT")
             for col in extra:
                 if not _IDENT.match(col):
                     raise ValueError(f"measure name {col!r} is not a plain identifier")
                 con.execute(f"ALTER TABLE scores ADD COLUMN IF NOT EXISTS {col} DOUBLE")
             _schema_ready.add(token)
+
+
+def _check_is_duckdb(path: Path) -> None:
+    """Refuse a path that holds something else: DuckDB opens a Parquet or CSV file given as a
+    database as an empty in-memory database, so the store would silently seem empty."""
+    if path.is_dir():
+        raise InputError(f"the store {path} is a folder — pass --db a .duckdb file")
+    try:
+        with open(path, "rb") as f:
+            header = f.read(12)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise InputError(f"cannot read the store {path}: {exc.strerror}") from exc
+    if header and header[8:12] != DUCKDB_MAGIC:
+        raise InputError(
+            f"{path} is not a DuckDB store — pass --db an infoprune .duckdb file or a new path"
+        )
 
 
 def _open_with_retry(path: str, timeout: float) -> duckdb.DuckDBPyConnection:

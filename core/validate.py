@@ -26,10 +26,19 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
+from core import processes
+from core.datasets import DatasetChanged, change_since, texts_by_id
 from core.errors import InputError
-from core.jobs import CancelToken, job_for_ref, pid_is_ours, read_log_tail, send_cancel, start_job
+from core.jobs import (
+    CancelToken,
+    job_for_ref,
+    live_status,
+    read_log_tail,
+    send_cancel,
+    start_job,
+    taken_by_other,
+)
 from core.store import Store
 
 ARMS = ("full", "pruned", "random")
@@ -423,10 +432,16 @@ def _prepare_data(store: Store, spec: Spec, run: dict) -> _Data:
     from core.probe import encode
     from core.prune import load_ranking, select, selected_row_idx
 
-    rows = store.query(
-        "SELECT row_idx, sample_id, n_bytes FROM samples WHERE dataset = ? ORDER BY row_idx",
-        [run["dataset"]],
-    )
+    with store.connect() as con:
+        change = change_since(con, run["dataset"], run["fingerprint"])
+        if change:
+            raise DatasetChanged(
+                f"{change} since run {spec.run_id} scored it — score it again and validate that run"
+            )
+        rows = con.execute(
+            "SELECT row_idx, sample_id, n_bytes FROM samples WHERE dataset = ? ORDER BY row_idx",
+            [run["dataset"]],
+        ).fetchall()
     row_idx = [r[0] for r in rows]
     ids = [r[1] for r in rows]
     seen = {
@@ -445,7 +460,8 @@ def _prepare_data(store: Store, spec: Spec, run: dict) -> _Data:
             f"dataset '{run['dataset']}' is too small to validate on: {len(eval_pos)} evaluation "
             f"and {len(pool_pos)} training samples (need 1 and {MIN_POOL_DOCS}) — ingest more text"
         )
-    texts = load_texts(store, run["dataset"], [ids[p] for p in eval_pos + pool_pos])
+    wanted = [ids[p] for p in eval_pos + pool_pos]
+    texts = texts_by_id(store, run["dataset"], wanted, run["fingerprint"])
     eval_texts, pool_texts = texts[: len(eval_pos)], texts[len(eval_pos) :]
     tokenizer, source = _tokenizer(store, spec, run, pool_texts)
     pool_tokens = [len(t) for t in encode(tokenizer, pool_texts)]
@@ -465,20 +481,6 @@ def _prepare_data(store: Store, spec: Spec, run: dict) -> _Data:
         "probe_samples_excluded": len(seen),
     }
     return _Data(eval_texts, pool_texts, pool_tokens, kept, tokenizer, info)
-
-
-def load_texts(store: Store, dataset: str, ids: list[str]) -> list[str]:
-    """Texts of IDS, in that order (one query)."""
-    with store.connect() as con:
-        con.register("_val_want", pa.table({"sample_id": ids}))
-        found = con.execute(
-            "SELECT s.sample_id, s.text FROM samples s JOIN _val_want w USING (sample_id) "
-            "WHERE s.dataset = ?",
-            [dataset],
-        ).fetchall()
-        con.unregister("_val_want")
-    by_id = dict(found)
-    return [by_id[i] for i in ids]
 
 
 def _tokenizer(store: Store, spec: Spec, run: dict, pool_texts: list[str]):
@@ -531,19 +533,19 @@ def _work_dir(store: Store, validation_id: str) -> Path:
 
 def _claim(store: Store, spec: Spec, run: dict, n_total: int) -> None:
     """Create the validation's row, or take over a stopped one; refuse one that is running."""
-    me = os.getpid()
+    me = processes.current()
     vid = spec.validation_id
     with store.transaction() as con:
         rows = con.execute(
-            "SELECT status, pid FROM validations WHERE validation_id = ?", [vid]
+            "SELECT status, pid, pid_start FROM validations WHERE validation_id = ?", [vid]
         ).fetchall()
-        if rows and rows[0][0] == "running" and rows[0][1] != me and pid_is_ours(rows[0][1]):
+        if rows and rows[0][0] == "running" and taken_by_other(rows[0][1], rows[0][2]):
             raise InputError(f"validation {vid} is already running in process {rows[0][1]}")
         if rows:
             con.execute(
-                "UPDATE validations SET status = 'running', pid = ?, error = NULL, "
+                "UPDATE validations SET status = 'running', pid = ?, pid_start = ?, error = NULL, "
                 "updated_at = now(), finished_at = NULL WHERE validation_id = ?",
-                [me, vid],
+                [me.pid, me.start, vid],
             )
             return
         settings = {
@@ -561,8 +563,8 @@ def _claim(store: Store, spec: Spec, run: dict, n_total: int) -> None:
         ]
         con.execute(
             "INSERT INTO validations (validation_id, run_id, score, rule, ratios, settings, "
-            "status, n_done, n_total, pid, created_at, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, 'running', 0, ?, ?, now(), now())",
+            "status, n_done, n_total, pid, pid_start, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, 'running', 0, ?, ?, ?, now(), now())",
             [
                 vid,
                 spec.run_id,
@@ -571,7 +573,8 @@ def _claim(store: Store, spec: Spec, run: dict, n_total: int) -> None:
                 json.dumps(ratios),
                 json.dumps(settings),
                 n_total,
-                me,
+                me.pid,
+                me.start,
             ],
         )
 
@@ -614,7 +617,8 @@ def _insert_result(store: Store, vid: str, row: dict) -> None:
 def _finish(store: Store, vid: str, status: str, error: str | None = None) -> None:
     with store.transaction() as con:
         con.execute(
-            "UPDATE validations SET status = ?, error = ?, pid = NULL, updated_at = now(), "
+            "UPDATE validations SET status = ?, error = ?, pid = NULL, pid_start = NULL, "
+            "updated_at = now(), "
             "finished_at = CASE WHEN ? = 'done' THEN now() ELSE finished_at END "
             "WHERE validation_id = ?",
             [status, error, status, vid],
@@ -629,14 +633,14 @@ def list_validations(store: Store, run_id: str | None = None) -> pd.DataFrame:
     'stopped'."""
     df = store.query_df(
         "SELECT validation_id, run_id, score, rule, ratios, settings, status, n_done, n_total, "
-        "pid, error, created_at, finished_at FROM validations "
+        "pid, pid_start, error, created_at, finished_at FROM validations "
         + ("WHERE run_id = ? " if run_id else "")
         + "ORDER BY created_at DESC",
         [run_id] if run_id else [],
     )
     df["status"] = [
-        "stopped" if s == "running" and not pid_is_ours(p) else s
-        for s, p in zip(df["status"], df["pid"], strict=True)
+        live_status(s, p, t)
+        for s, p, t in zip(df["status"], df["pid"], df["pid_start"], strict=True)
     ]
     df["ratios"] = [
         ", ".join(
@@ -749,10 +753,10 @@ def start_validation_job(store: Store, spec: Spec) -> str:
     """Check SPEC, then start `infoprune validate` in the background; returns the validation id."""
     check_spec(store, spec)
     running = store.query(
-        "SELECT pid FROM validations WHERE validation_id = ? AND status = 'running'",
+        "SELECT status, pid, pid_start FROM validations WHERE validation_id = ?",
         [spec.validation_id],
     )
-    if running and pid_is_ours(running[0][0]):
+    if running and live_status(*running[0]) == "running":
         raise InputError(f"validation {spec.validation_id} is already running — watch it below")
     start_job(store, "validate", spec.argv(), ref=spec.validation_id)
     return spec.validation_id
@@ -769,8 +773,12 @@ def resume_validation_job(store: Store, validation_id: str) -> str:
 
 def cancel_validation(store: Store, validation_id: str) -> bool:
     """Ask the process running a validation to stop (the arm in training is dropped)."""
-    rows = store.query("SELECT pid FROM validations WHERE validation_id = ?", [validation_id])
-    return bool(rows) and send_cancel(rows[0][0])
+    rows = store.query(
+        "SELECT pid, pid_start FROM validations WHERE validation_id = ?", [validation_id]
+    )
+    if not rows:
+        raise InputError(f"unknown validation '{validation_id}'")
+    return send_cancel(*rows[0])
 
 
 def validation_log(store: Store, validation_id: str, n_lines: int = 6) -> str:

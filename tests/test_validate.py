@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 import core.probe
-from core import validate
+from core import processes, validate
 from core.cli import main
 from core.errors import InputError
 from core.ingest import ingest_dataset
@@ -402,8 +402,8 @@ def test_a_running_validation_is_not_started_twice(done):
         validate._claim(store, spec, {"dataset": "d"}, 3)
         with store.transaction() as con:
             con.execute(
-                "UPDATE validations SET pid = ? WHERE validation_id = ?",
-                [holder.pid, spec.validation_id],
+                "UPDATE validations SET pid = ?, pid_start = ? WHERE validation_id = ?",
+                [holder.pid, processes.start_time(holder.pid), spec.validation_id],
             )
         with pytest.raises(InputError, match="already running"):
             validate.start_validation_job(store, spec)

@@ -1,4 +1,4 @@
-"""`infoprune runs` lists scoring runs; `infoprune cancel RUN` stops one."""
+"""`infoprune runs` lists scoring runs; `infoprune cancel ID` stops a run, probe or validation."""
 
 from __future__ import annotations
 
@@ -7,8 +7,12 @@ def register(sub, parents) -> None:
     p = sub.add_parser("runs", parents=parents, help="list scoring runs")
     p.add_argument("--dataset", metavar="NAME")
     p.set_defaults(func=run_list)
-    c = sub.add_parser("cancel", parents=parents, help="stop a scoring run (resumable)")
-    c.add_argument("run", metavar="RUN")
+    c = sub.add_parser(
+        "cancel",
+        parents=parents,
+        help="stop a scoring run, probe training or validation (each resumes where it stopped)",
+    )
+    c.add_argument("run", metavar="ID", help="run-…, probe-… or val-… id")
     c.set_defaults(func=run_cancel)
 
 
@@ -25,10 +29,21 @@ def run_list(args, store) -> int:
 
 
 def run_cancel(args, store) -> int:
-    from core.scoring import cancel_run, get_run
+    ident = args.run
+    if ident.startswith("probe-"):
+        from core.probe import cancel_probe
 
-    if cancel_run(store, args.run):
-        print(f"asked run {args.run} to stop; it commits its current chunk first")
+        asked, what = cancel_probe(store, ident), "probe training"
+    elif ident.startswith("val-"):
+        from core.validate import cancel_validation
+
+        asked, what = cancel_validation(store, ident), "validation"
+    else:
+        from core.scoring import cancel_run
+
+        asked, what = cancel_run(store, ident), "run"
+    if asked:
+        print(f"asked {what} {ident} to stop; it saves its progress first")
         return 0
-    print(f"run {args.run} is not running (status: {get_run(store, args.run)['status']})")
+    print(f"{what} {ident} is not running")
     return 1
