@@ -25,8 +25,10 @@ browser:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
+# Through core.hosts: beyond loopback (HOST=0.0.0.0) it makes an access token and prints the link.
 run: setup
-	$(BIN)/streamlit run app.py --server.address $(HOST) --server.port $(PORT) --server.headless true \
+	$(BIN)/python -m core.hosts $(BIN)/streamlit run app.py \
+	  --server.address $(HOST) --server.port $(PORT) --server.headless true \
 	  --browser.gatherUsageStats false
 
 lint: setup

@@ -6,7 +6,9 @@ import streamlit as st
 
 from core.datasets import drop_dataset, get_dataset, sample_page
 from core.errors import InputError
-from pages.common import fmt_int, get_store, pick_dataset
+from pages.common import fmt_int, get_store, pick_dataset, require_access, show_error
+
+require_access()  # first: see pages/common.py
 
 st.title("Data")
 store = get_store()
@@ -46,7 +48,7 @@ with st.expander("Delete this dataset"):
         try:
             drop_dataset(store, name)
         except InputError as exc:
-            st.error(str(exc))
+            show_error(exc)
         else:
             st.session_state.pop("current_dataset", None)
             st.rerun()

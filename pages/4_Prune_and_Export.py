@@ -8,13 +8,15 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.errors import InputError
-from core.export import FORMATS, export_subset
+from core.export import FORMATS, default_export_dir, export_subset
 from core.measures.registry import WEIGHTED_PREFIX, score_columns, score_names, weighted_name
 from core.prune import RULES, Rule, prune_preview
 from core.scoring import get_run, run_score_columns
 from core.store import Store
 from pages.charts import histogram_figure
-from pages.common import fmt_int, get_store, pick_run, show_error
+from pages.common import fmt_int, get_store, pick_run, require_access, show_error
+
+require_access()  # first: see pages/common.py
 
 RULE_LABELS = {
     "prune-low": "Prune the lowest (the paper's rule)",
@@ -200,7 +202,7 @@ try:
     st.plotly_chart(fig, key="prune_curve")
 
     st.subheader("Export")
-    default_dir = Path(store.path).parent / "exports"
+    default_dir = default_export_dir(store)
     e1, e2, e3 = st.columns(3)
     fmt = e1.selectbox(
         "Format", FORMATS, index=1, key="export_format", help="hf = a datasets.save_to_disk folder"
@@ -217,7 +219,6 @@ try:
     )
     overwrite = st.checkbox("Replace it if it exists", key="export_overwrite")
     if st.button("Export", type="primary", key="export_button"):
-        Path(out).expanduser().parent.mkdir(parents=True, exist_ok=True)
         with st.spinner("Exporting…"):
             result = export_subset(
                 store,

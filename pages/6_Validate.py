@@ -22,7 +22,9 @@ from core.validate import (
     summarize,
     validation_log,
 )
-from pages.common import fmt_int, get_store, pick_run, show_error
+from pages.common import fmt_int, get_store, pick_run, require_access, show_error
+
+require_access()  # first: see pages/common.py
 
 RULE_LABELS = {
     "prune-low": "Prune the lowest",

@@ -9,10 +9,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -22,8 +18,14 @@ from core.ingest import ingest_dataset
 from core.scoring import ScoreOptions, score_dataset
 from core.store import Store
 from tests.conftest import ROOT, corpus_texts, write_jsonl
+from tests.helpers_browser import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    free_port,
+    running_app,
+    streamlit_command,
+)
 
-CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = ROOT / "test-artifacts"
 N_DOCS = 40
 PAGES = ["Data", "Score", "Explore", "Prune & Export", "Compare measures", "Validate"]
@@ -37,12 +39,6 @@ if not Path(CHROMIUM).exists() and not os.environ.get("CI"):
     )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def app_url(tmp_path, tiny_model_dir):
     store = Store(tmp_path / "ws.duckdb", lock_timeout=30)
@@ -53,29 +49,10 @@ def app_url(tmp_path, tiny_model_dir):
     ingest_dataset(store, str(write_jsonl(tmp_path / "docs.jsonl", rows)), "docs", id_column="id")
     score_dataset(store, "docs", ScoreOptions(model=str(tiny_model_dir), dtype="float32"))
     port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)]
-        + ["--server.address", "127.0.0.1", "--server.headless", "true"]
-        + ["--browser.gatherUsageStats", "false"],  # the rest from .streamlit/config.toml
-        cwd=ROOT,
-        env=dict(os.environ, INFOPRUNE_DB=str(store.path)),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError("streamlit did not start") from None
-                time.sleep(0.2)
+    with running_app(
+        streamlit_command(port), port, env={"INFOPRUNE_DB": str(store.path)}, log=tmp_path / "log"
+    ):
         yield f"http://127.0.0.1:{port}", tmp_path
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
 
 def metric_value(page, label: str) -> str:
@@ -90,19 +67,7 @@ def test_every_page_opens_and_the_slider_drives_preview_and_export(app_url):
     expect.set_options(timeout=30_000)  # a loaded CI machine can take seconds per rerun
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
-        )
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1400})
         page.set_default_timeout(30_000)
         page.goto(url)

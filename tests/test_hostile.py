@@ -443,3 +443,179 @@ def test_input_error_carries_the_ui_wording():
     exc = InputError("x exists — pass --overwrite", ui="x exists — tick Replace")
     assert str(exc) == "x exists — pass --overwrite" and exc.ui_message == "x exists — tick Replace"
     assert InputError("plain").ui_message == "plain"
+
+
+# ---- 7. the cases that already held, kept as a regression net ---------------------------------
+
+
+def hostile_model_dirs(tmp_path: Path, model: Path) -> dict[str, Path]:
+    """Model folders a user might be handed: remote code, pickle weights, not an LM, no weights."""
+    import shutil
+
+    remote = tmp_path / "remote-code"
+    shutil.copytree(model, remote)
+    config = json.loads((remote / "config.json").read_text())
+    config["auto_map"] = {"AutoModelForCausalLM": "evil.EvilModel"}
+    (remote / "config.json").write_text(json.dumps(config))
+    (remote / "evil.py").write_text("import os; os.system('touch /tmp/infoprune-pwned')\n")
+    pickled = tmp_path / "pickled"
+    shutil.copytree(model, pickled)
+    (pickled / "model.safetensors").rename(pickled / "pytorch_model.bin")
+    not_lm = tmp_path / "not-lm"
+    not_lm.mkdir()
+    (not_lm / "config.json").write_text(json.dumps({"model_type": "vit"}))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    return {"remote": remote, "pickled": pickled, "not_lm": not_lm, "empty": empty}
+
+
+@pytest.mark.parametrize(
+    "case, needle",
+    [
+        ("remote", "--trust-remote-code"),
+        ("pickled", "--allow-pickle"),
+        ("not_lm", "not a causal language model"),
+        ("empty", "config.json"),
+    ],
+)
+def test_hostile_model_folders_are_refused(scored, tmp_path, tiny_model_dir, capsys, case, needle):
+    db, _ = scored
+    model = hostile_model_dirs(tmp_path, tiny_model_dir)[case]
+    before = snapshot(Store(db))
+    line = cli_error(capsys, "score", "--dataset", "docs", "--model", str(model), "--db", str(db))
+    assert needle in line
+    assert snapshot(Store(db)) == before
+    assert not Path("/tmp/infoprune-pwned").exists()
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["score", "--dataset", "docs", "--model", "none", "--window", "0"], "positive"),
+        (["score", "--dataset", "docs", "--model", "none", "--limit", "-5"], "positive"),
+        (["score", "--dataset", "docs'; DROP TABLE samples; --", "--model", "none"], "unknown"),
+        (["drop", "docs'; DROP TABLE samples; --"], "unknown dataset"),
+        (["runs", "--dataset", "x' OR '1'='1"], None),
+        (["cancel", "run-nope"], "unknown run"),
+        (["cancel", "val-nope"], "unknown validation"),
+        (["cancel", "probe-nope"], "unknown probe"),
+        (["train-probe", "--dataset", "docs", "--out", "{db}"], "is a file"),
+        (["export", "--run", "{run}", "--rule", "prune-low", "--ratio", "-0.1"], "between 0"),
+        (["export", "--run", "{run}", "--rule", "prune-low", "--ratio", "nan"], "finite"),
+        (
+            [
+                "export",
+                "--run",
+                "{run}",
+                "--rule",
+                "prune-low",
+                "--ratio",
+                "0.2",
+                "--score",
+                "weighted:0.5; DROP TABLE scores",
+            ],
+            "score",
+        ),  # fmt: skip
+        (
+            ["validate", "--run", "{run}", "--rule", "prune-low", "--ratios", "0.2,1.5"],
+            "between 0 and 1",
+        ),
+        (
+            ["validate", "--run", "run-nope", "--rule", "prune-low", "--ratios", "0.2"],
+            "unknown run",
+        ),
+    ],
+)
+def test_hostile_arguments_change_nothing(scored, tmp_path, capsys, args, needle):
+    db, run_id = scored
+    store = Store(db)
+    args = [a.format(db=db, run=run_id) for a in args]
+    if "--format" not in args and args[0] == "export":
+        args += ["--format", "parquet", "--out", str(tmp_path / "x.parquet")]
+    before = snapshot(store)
+    capsys.readouterr()
+    rc = main([*args, "--db", str(db)])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    if needle is None:  # not an error, but nothing matched: a plain answer, nothing changed
+        assert rc in (0, 1) and not err.strip()
+    else:
+        assert rc == 2, err
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], err
+    assert snapshot(store) == before
+    assert not (tmp_path / "x.parquet").exists()
+
+
+# ---- the same guarantees through the pages -----------------------------------------------------
+
+
+@pytest.fixture
+def page_store(scored, monkeypatch):
+    db, run_id = scored
+    monkeypatch.setenv("INFOPRUNE_DB", str(db))
+    return Store(db), run_id
+
+
+def open_page(name: str):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "pages" / name), default_timeout=60).run()
+    assert not at.exception, at.exception[0].message
+    return at
+
+
+def test_prune_page_cannot_write_over_the_store_or_create_folders(page_store, tmp_path):
+    store, _ = page_store
+    before = snapshot(store)
+    at = open_page("4_Prune_and_Export.py")
+    at.checkbox(key="export_overwrite").check()
+    for out, needle in (
+        (store.path, "store"),
+        (tmp_path / "new" / "deep" / "kept.parquet", "does not exist"),
+    ):
+        at.text_input(key="export_out_parquet").set_value(str(out))
+        at.button(key="export_button").click().run()
+        assert not at.exception
+        assert [e.value for e in at.error if needle in e.value], [e.value for e in at.error]
+    assert snapshot(store) == before
+    assert not (tmp_path / "new").exists()
+
+
+def test_prune_page_speaks_of_the_checkbox_not_the_flag(page_store, tmp_path):
+    out = tmp_path / "kept.parquet"
+    out.write_text("an earlier file")
+    at = open_page("4_Prune_and_Export.py")
+    at.text_input(key="export_out_parquet").set_value(str(out))
+    at.button(key="export_button").click().run()
+    errors = [e.value for e in at.error]
+    assert errors and "Replace it if it exists" in errors[0] and "--overwrite" not in errors[0]
+    assert out.read_text() == "an earlier file"
+
+
+def test_data_page_delete_is_refused_while_a_run_scores_the_dataset(page_store):
+    store, run_id = page_store
+    # The run's row names a live process (this one) as its scorer.
+    me = processes.current()
+    with store.transaction() as con:
+        con.execute(
+            "UPDATE runs SET status = 'running', pid = ?, pid_start = ? WHERE run_id = ?",
+            [me.pid, me.start, run_id],
+        )
+    at = open_page("1_Data.py")
+    next(b for b in at.button if b.label.startswith("Delete")).click().run()
+    errors = [e.value for e in at.error]
+    assert errors and f"in use by scoring run {run_id}" in errors[0] and "Score page" in errors[0]
+    assert store.query("SELECT count(*) FROM samples")[0][0] == 300
+
+
+def test_the_app_sweeps_the_store_scratch_folder_at_start(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    db = tmp_path / "ws.duckdb"
+    stale = scratch.scratch_folder(db) / f"{scratch.PREFIX}999999999-1-0123abcd-ingest"
+    stale.mkdir(parents=True)
+    monkeypatch.setenv("INFOPRUNE_DB", str(db))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
+    assert not at.exception
+    assert not stale.exists()
