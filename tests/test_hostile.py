@@ -619,3 +619,47 @@ def test_the_app_sweeps_the_store_scratch_folder_at_start(tmp_path, monkeypatch)
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
     assert not at.exception
     assert not stale.exists()
+
+
+# ---- kill -9 at the points a score can be caught, then the same command ------------------------
+
+
+def wait_until(condition, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, "the command ended before it could be killed"
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["claimed", "first-chunk-committed"])
+def test_score_killed_at_any_point_resumes_to_exact_counts(tmp_path, tiny_model_dir, point):
+    store = Store(tmp_path / "ws.duckdb")
+    rows = [{"id": r["id"], "text": r["text"][:1500]} for r in corpus_texts(120)]
+    ingest_dataset(store, str(write_jsonl(tmp_path / "d.jsonl", rows)), "docs", id_column="id")
+    args = ["score", "--dataset", "docs", "--model", str(tiny_model_dir), "--dtype", "float32"]
+    args += ["--max-batch-tokens", "256", "--db", str(store.path)]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, "-m", "core.cli", *args]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def runs():
+        return store.query("SELECT n_done, n_total FROM runs")
+
+    if point == "claimed":
+        wait_until(lambda: bool(runs()), proc)
+    else:
+        wait_until(lambda: bool(runs()) and 0 < runs()[0][0] < runs()[0][1], proc)
+    proc.kill()
+    proc.communicate()
+    assert list_runs(store).iloc[0]["status"] == "stopped"
+
+    again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    run_id = again.stdout.strip().splitlines()[-1]
+    assert store.query(
+        "SELECT count(*), count(DISTINCT sample_id) FROM scores WHERE run_id = ?", [run_id]
+    )[0] == (120, 120)
+    run = get_run(store, run_id)
+    assert (run["status"], run["n_done"], run["n_total"]) == ("done", 120, 120)
