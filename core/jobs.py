@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -229,3 +230,112 @@ def get_job(store: Store, job_id: str) -> dict:
     reap_children()
     job["status"] = live_status(job["status"], job["pid"], job["pid_start"])
     return job
+
+
+# ---- the rows long jobs work on -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """One table of long jobs (scoring runs, probe training, validations) and how to name them.
+
+    Every such table has `status`, `pid`, `pid_start`, `error`, `updated_at` and `finished_at`; a
+    process claims a row, reports on it and finishes it, and `live_status` tells a row whose
+    process has gone (killed, crashed) from one that is still being worked on.
+    """
+
+    table: str
+    key: str
+    noun: str  # "run" in "run run-1234 is already being scored by process 42"
+    busy: str  # "being scored"
+    active: tuple[str, ...] = ("running",)
+    on_claim: str = ""  # extra assignments when a process takes the row over
+
+
+RUNS = JobKind("runs", "run_id", "run", "being scored", on_claim=", started_at = now()")
+PROBES = JobKind("probes", "probe_id", "probe", "being trained", active=("queued", "running"))
+VALIDATIONS = JobKind("validations", "validation_id", "validation", "running in process")
+
+
+def job_row(con, kind: JobKind, key: str) -> tuple[str, int | None, int | None] | None:
+    """(status, pid, pid_start) of row KEY, or None."""
+    rows = con.execute(
+        f"SELECT status, pid, pid_start FROM {kind.table} WHERE {kind.key} = ?", [key]
+    ).fetchall()
+    return rows[0] if rows else None
+
+
+def refuse_if_taken(kind: JobKind, key: str, row) -> None:
+    """InputError when another live process works on row KEY (status, pid, pid_start)."""
+    if row is not None and row[0] in kind.active and taken_by_other(row[1], row[2]):
+        by = "" if kind.busy.endswith("process") else " by process"
+        raise InputError(f"{kind.noun} {key} is already {kind.busy}{by} {row[1]}")
+
+
+def claim(con, kind: JobKind, key: str) -> bool:
+    """Take row KEY over for this process (refused while another live process holds it).
+
+    False when there is no such row yet: the caller inserts it with `owner()`'s pid columns.
+    """
+    row = job_row(con, kind, key)
+    if row is None:
+        return False
+    refuse_if_taken(kind, key, row)
+    me = processes.current()
+    con.execute(
+        f"UPDATE {kind.table} SET status = 'running', pid = ?, pid_start = ?, error = NULL, "
+        f"updated_at = now(), finished_at = NULL{kind.on_claim} WHERE {kind.key} = ?",
+        [me.pid, me.start, key],
+    )
+    return True
+
+
+def owner() -> processes.ProcessIdentity:
+    """The pid columns a new row gets when this process creates it to work on it."""
+    return processes.current()
+
+
+def finish(con, kind: JobKind, key: str, status: str, error: str | None = None, **also) -> None:
+    """Record how row KEY ended and release it; ALSO sets further columns (name=value)."""
+    extra = "".join(f", {column} = ?" for column in also)
+    con.execute(
+        f"UPDATE {kind.table} SET status = ?, error = ?, pid = NULL, pid_start = NULL, "
+        f"updated_at = now(), finished_at = CASE WHEN ? = 'done' THEN now() ELSE finished_at END"
+        f"{extra} WHERE {kind.key} = ?",
+        [status, error, status, *also.values(), key],
+    )
+
+
+def with_live_status(df: pd.DataFrame, kind: JobKind) -> pd.DataFrame:
+    """DF (rows of KIND's table, with pid and pid_start) with each status as it is now."""
+    df["status"] = [
+        live_status(s, p, t, kind.active)
+        for s, p, t in zip(df["status"], df["pid"], df["pid_start"], strict=True)
+    ]
+    return df
+
+
+def is_live(store: Store, kind: JobKind, key: str) -> bool:
+    """True while a live process works on row KEY."""
+    with store.connect() as con:
+        row = job_row(con, kind, key)
+    return row is not None and live_status(*row, active=kind.active) in kind.active
+
+
+def known_row(store: Store, kind: JobKind, key: str) -> tuple:
+    """(status, pid, pid_start) of row KEY, or an InputError naming the rows that exist."""
+    with store.connect() as con:
+        row = job_row(con, kind, key)
+        if row is not None:
+            return row
+        known = con.execute(
+            f"SELECT {kind.key} FROM {kind.table} ORDER BY created_at DESC LIMIT 10"
+        ).fetchall()
+    hint = f"{kind.noun}s are: {', '.join(k[0] for k in known)}" if known else "none yet"
+    raise InputError(f"unknown {kind.noun} '{key}' ({hint})")
+
+
+def cancel(store: Store, kind: JobKind, key: str) -> bool:
+    """SIGTERM the process working on row KEY; False if none is. Unknown KEY: InputError."""
+    _status, pid, pid_start = known_row(store, kind, key)
+    return send_cancel(pid, pid_start)

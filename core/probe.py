@@ -25,10 +25,10 @@ import pyarrow as pa
 import torch
 import torch.nn.functional as F
 
-from core import __version__, processes
+from core import __version__, jobs
 from core.datasets import DatasetInfo, get_dataset, texts_by_id
 from core.errors import InputError
-from core.jobs import CancelToken, live_status, send_cancel, start_job, taken_by_other
+from core.jobs import CancelToken
 from core.models import weights_hash
 from core.store import Store
 
@@ -878,22 +878,9 @@ class _Reporter:
 
 def _claim(store: Store, probe_id: str, info: DatasetInfo, out: Path, opts: ProbeOptions) -> None:
     """Create the probes row or take over an existing one (queued, cancelled, failed)."""
-    me = processes.current()
     with store.transaction() as con:
-        rows = con.execute(
-            "SELECT status, pid, pid_start FROM probes WHERE probe_id = ?", [probe_id]
-        ).fetchall()
-        if rows:
-            status, pid, pid_start = rows[0]
-            if status == "running" and taken_by_other(pid, pid_start):
-                raise InputError(f"probe {probe_id} is already being trained by process {pid}")
-            con.execute(
-                "UPDATE probes SET status = 'running', pid = ?, pid_start = ?, error = NULL, "
-                "updated_at = now(), finished_at = NULL WHERE probe_id = ?",
-                [me.pid, me.start, probe_id],
-            )
-            return
-        _insert_row(con, probe_id, info, out, opts, "running", me)
+        if not jobs.claim(con, jobs.PROBES, probe_id):
+            _insert_row(con, probe_id, info, out, opts, "running", jobs.owner())
 
 
 def _insert_row(con, probe_id, info, out: Path, opts, status, owner) -> None:
@@ -921,15 +908,9 @@ def _finish(
     error: str | None = None,
     val_bits: float | None = None,
 ) -> None:
+    also = {} if val_bits is None else {"val_bits_per_token": val_bits}
     with store.transaction() as con:
-        con.execute(
-            "UPDATE probes SET status = ?, error = ?, pid = NULL, pid_start = NULL, "
-            "updated_at = now(), "
-            "val_bits_per_token = coalesce(?, val_bits_per_token), "
-            "finished_at = CASE WHEN ? = 'done' THEN now() ELSE finished_at END "
-            "WHERE probe_id = ?",
-            [status, error, val_bits, status, probe_id],
-        )
+        jobs.finish(con, jobs.PROBES, probe_id, status, error, **also)
 
 
 # ---- what the UI calls ------------------------------------------------------------------------
@@ -941,12 +922,9 @@ def start_probe_job(store: Store, dataset: str, out_dir: str | Path, **options) 
     info, out, _key, resume, _train, _val = _prepare(store, dataset, out_dir, opts)
     probe_id = resume["probe_id"] if resume else "probe-" + uuid.uuid4().hex[:8]
     with store.transaction() as con:
-        rows = con.execute(
-            "SELECT status, pid, pid_start FROM probes WHERE probe_id = ?", [probe_id]
-        ).fetchall()
-        if rows and live_status(*rows[0], active=("queued", "running")) in ("queued", "running"):
-            raise InputError(f"probe {probe_id} is already being trained by process {rows[0][1]}")
-        if rows:
+        row = jobs.job_row(con, jobs.PROBES, probe_id)
+        jobs.refuse_if_taken(jobs.PROBES, probe_id, row)
+        if row:
             con.execute(
                 "UPDATE probes SET status = 'queued', error = NULL, updated_at = now() "
                 "WHERE probe_id = ?",
@@ -955,7 +933,7 @@ def start_probe_job(store: Store, dataset: str, out_dir: str | Path, **options) 
         else:
             _insert_row(con, probe_id, info, out, opts, "queued", None)
     argv = ["train-probe", "--dataset", dataset, "--out", str(out.resolve()), *opts.argv()]
-    job_id = start_job(store, "probe", [*argv, "--probe-id", probe_id], ref=probe_id)
+    job_id = jobs.start_job(store, "probe", [*argv, "--probe-id", probe_id], ref=probe_id)
     with store.transaction() as con:
         # The job's pid until the process claims the row itself, so a queued probe can be cancelled.
         con.execute(
@@ -973,16 +951,12 @@ def list_probes(store: Store):
         "val_bits_per_token, seconds, error, settings, pid, pid_start, created_at, finished_at "
         "FROM probes ORDER BY created_at DESC"
     )
-    df["status"] = [
-        live_status(s, p, t, active=("queued", "running"))
-        for s, p, t in zip(df["status"], df["pid"], df["pid_start"], strict=True)
-    ]
-    return df
+    return jobs.with_live_status(df, jobs.PROBES)
 
 
 def probe_curve(store: Store, probe_id: str):
     """The loss curve: (step, split, bits_per_token, tokens_seen, seconds), split train|val."""
-    _probe_row(store, probe_id)
+    jobs.known_row(store, jobs.PROBES, probe_id)
     return store.query_df(
         "SELECT step, split, bits_per_token, tokens_seen, seconds FROM probe_metrics "
         "WHERE probe_id = ? ORDER BY split, step",
@@ -992,14 +966,4 @@ def probe_curve(store: Store, probe_id: str):
 
 def cancel_probe(store: Store, probe_id: str) -> bool:
     """Ask the training process to checkpoint and stop; False if it is not running."""
-    _status, pid, pid_start = _probe_row(store, probe_id)
-    return send_cancel(pid, pid_start)
-
-
-def _probe_row(store: Store, probe_id: str) -> tuple:
-    rows = store.query("SELECT status, pid, pid_start FROM probes WHERE probe_id = ?", [probe_id])
-    if not rows:
-        known = [r[0] for r in store.query("SELECT probe_id FROM probes ORDER BY created_at DESC")]
-        hint = f"probes are: {', '.join(known[:10])}" if known else "no probes yet"
-        raise InputError(f"unknown probe '{probe_id}' ({hint})")
-    return rows[0]
+    return jobs.cancel(store, jobs.PROBES, probe_id)

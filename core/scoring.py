@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from core import processes
+from core import jobs
 from core.datasets import DatasetChanged, DatasetInfo, change_since, get_dataset, read_texts_after
 from core.errors import InputError
-from core.jobs import CancelToken, live_status, send_cancel, start_job, taken_by_other
+from core.jobs import CancelToken
 from core.measures.base import Batch
 from core.measures.registry import all_measures
 from core.store import SCORE_COLUMNS, Store
@@ -175,25 +175,19 @@ def claim_run(store, info: DatasetInfo, opts, model_hash, settings, config_key, 
 
     DEVICE labels the run when the scoring happens elsewhere (Ray workers), not on this machine.
     """
-    me = processes.current()
     with store.transaction() as con:
         rows = con.execute(
-            "SELECT run_id, status, pid, pid_start, last_row_idx FROM runs WHERE config_key = ? "
+            "SELECT run_id, status, last_row_idx FROM runs WHERE config_key = ? "
             "ORDER BY created_at DESC LIMIT 1",
             [config_key],
         ).fetchall()
         if rows:
-            run_id, status, pid, pid_start, last_row = rows[0]
+            run_id, status, last_row = rows[0]
             if status == "done":
                 return run_id, "done", last_row
-            if status == "running" and taken_by_other(pid, pid_start):
-                raise InputError(f"run {run_id} is already being scored by process {pid}")
-            con.execute(
-                "UPDATE runs SET status = 'running', pid = ?, pid_start = ?, error = NULL, "
-                "started_at = now(), updated_at = now(), finished_at = NULL WHERE run_id = ?",
-                [me.pid, me.start, run_id],
-            )
+            jobs.claim(con, jobs.RUNS, run_id)
             return run_id, "running", last_row
+        me = jobs.owner()
         n_total, bytes_total = con.execute(
             "SELECT count(*), coalesce(sum(n_bytes), 0) FROM (SELECT n_bytes FROM samples "
             "WHERE dataset = ? ORDER BY row_idx LIMIT ?)",
@@ -400,7 +394,7 @@ def complete_run(store: Store, run_id: str) -> None:
         if problem is None and not n_rows == n_ids == n_total:
             problem = f"{n_ids:,} of {n_total:,} samples have a score"
         if problem is None:
-            _set_status(con, run_id, "done", None)
+            jobs.finish(con, jobs.RUNS, run_id, "done")
             return
     error = f"run {run_id} is incomplete: {problem} — run the same command to score it afresh"
     finish_run(store, run_id, "failed", error, afresh=True)
@@ -419,16 +413,7 @@ def finish_run(
                 "seconds = 0, tokens_per_s = NULL WHERE run_id = ?",
                 [run_id],
             )
-        _set_status(con, run_id, status, error)
-
-
-def _set_status(con, run_id: str, status: str, error: str | None) -> None:
-    con.execute(
-        "UPDATE runs SET status = ?, error = ?, pid = NULL, pid_start = NULL, "
-        "updated_at = now(), "
-        "finished_at = CASE WHEN ? = 'done' THEN now() ELSE finished_at END WHERE run_id = ?",
-        [status, error, status, run_id],
-    )
+        jobs.finish(con, jobs.RUNS, run_id, status, error)
 
 
 # ---- what the UI and CLI read ---------------------------------------------------------------
@@ -445,10 +430,7 @@ def list_runs(store: Store, dataset: str | None = None):
         + "ORDER BY created_at DESC",
         [dataset] if dataset else [],
     )
-    df["status"] = [
-        live_status(s, p, t)
-        for s, p, t in zip(df["status"], df["pid"], df["pid_start"], strict=True)
-    ]
+    jobs.with_live_status(df, jobs.RUNS)
     return df
 
 
@@ -460,7 +442,7 @@ def get_run(store: Store, run_id: str) -> dict:
         raise InputError(f"unknown run '{run_id}' ({hint})")
     row = df.iloc[0].to_dict()
     row["settings"] = json.loads(row["settings"])
-    row["status"] = live_status(row["status"], row["pid"], row["pid_start"])
+    row["status"] = jobs.live_status(row["status"], row["pid"], row["pid_start"])
     return row
 
 
@@ -478,10 +460,10 @@ def start_score_job(store: Store, dataset: str, opts: ScoreOptions) -> str:
     """Start `infoprune score` in the background (the UI's Start button)."""
     validate_options(opts)
     get_dataset(store, dataset)
-    return start_job(store, "score", ["score", "--dataset", dataset, *opts.argv()], ref=dataset)
+    argv = ["score", "--dataset", dataset, *opts.argv()]
+    return jobs.start_job(store, "score", argv, ref=dataset)
 
 
 def cancel_run(store: Store, run_id: str) -> bool:
     """Ask the process scoring RUN to stop after its current chunk."""
-    run = get_run(store, run_id)
-    return send_cancel(run["pid"], run["pid_start"])
+    return jobs.cancel(store, jobs.RUNS, run_id)

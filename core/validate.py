@@ -27,18 +27,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core import processes
+from core import jobs
 from core.datasets import DatasetChanged, change_since, texts_by_id
 from core.errors import InputError
-from core.jobs import (
-    CancelToken,
-    job_for_ref,
-    live_status,
-    read_log_tail,
-    send_cancel,
-    start_job,
-    taken_by_other,
-)
+from core.jobs import CancelToken, job_for_ref, read_log_tail, start_job
 from core.store import Store
 
 ARMS = ("full", "pruned", "random")
@@ -533,21 +525,11 @@ def _work_dir(store: Store, validation_id: str) -> Path:
 
 def _claim(store: Store, spec: Spec, run: dict, n_total: int) -> None:
     """Create the validation's row, or take over a stopped one; refuse one that is running."""
-    me = processes.current()
     vid = spec.validation_id
     with store.transaction() as con:
-        rows = con.execute(
-            "SELECT status, pid, pid_start FROM validations WHERE validation_id = ?", [vid]
-        ).fetchall()
-        if rows and rows[0][0] == "running" and taken_by_other(rows[0][1], rows[0][2]):
-            raise InputError(f"validation {vid} is already running in process {rows[0][1]}")
-        if rows:
-            con.execute(
-                "UPDATE validations SET status = 'running', pid = ?, pid_start = ?, error = NULL, "
-                "updated_at = now(), finished_at = NULL WHERE validation_id = ?",
-                [me.pid, me.start, vid],
-            )
+        if jobs.claim(con, jobs.VALIDATIONS, vid):
             return
+        me = jobs.owner()
         settings = {
             **asdict(spec.settings),
             "seeds": spec.seeds,
@@ -616,13 +598,7 @@ def _insert_result(store: Store, vid: str, row: dict) -> None:
 
 def _finish(store: Store, vid: str, status: str, error: str | None = None) -> None:
     with store.transaction() as con:
-        con.execute(
-            "UPDATE validations SET status = ?, error = ?, pid = NULL, pid_start = NULL, "
-            "updated_at = now(), "
-            "finished_at = CASE WHEN ? = 'done' THEN now() ELSE finished_at END "
-            "WHERE validation_id = ?",
-            [status, error, status, vid],
-        )
+        jobs.finish(con, jobs.VALIDATIONS, vid, status, error)
 
 
 # ---- what the UI and CLI read -------------------------------------------------------------------
@@ -638,10 +614,7 @@ def list_validations(store: Store, run_id: str | None = None) -> pd.DataFrame:
         + "ORDER BY created_at DESC",
         [run_id] if run_id else [],
     )
-    df["status"] = [
-        live_status(s, p, t)
-        for s, p, t in zip(df["status"], df["pid"], df["pid_start"], strict=True)
-    ]
+    jobs.with_live_status(df, jobs.VALIDATIONS)
     df["ratios"] = [
         ", ".join(
             f"{r['low']:g}:{r['high']:g}" if rule == "keep-middle" else f"{r['ratio']:g}"
@@ -752,11 +725,7 @@ def available_scores(store: Store, run_id: str) -> list[str]:
 def start_validation_job(store: Store, spec: Spec) -> str:
     """Check SPEC, then start `infoprune validate` in the background; returns the validation id."""
     check_spec(store, spec)
-    running = store.query(
-        "SELECT status, pid, pid_start FROM validations WHERE validation_id = ?",
-        [spec.validation_id],
-    )
-    if running and live_status(*running[0]) == "running":
+    if jobs.is_live(store, jobs.VALIDATIONS, spec.validation_id):
         raise InputError(f"validation {spec.validation_id} is already running — watch it below")
     start_job(store, "validate", spec.argv(), ref=spec.validation_id)
     return spec.validation_id
@@ -773,12 +742,7 @@ def resume_validation_job(store: Store, validation_id: str) -> str:
 
 def cancel_validation(store: Store, validation_id: str) -> bool:
     """Ask the process running a validation to stop (the arm in training is dropped)."""
-    rows = store.query(
-        "SELECT pid, pid_start FROM validations WHERE validation_id = ?", [validation_id]
-    )
-    if not rows:
-        raise InputError(f"unknown validation '{validation_id}'")
-    return send_cancel(*rows[0])
+    return jobs.cancel(store, jobs.VALIDATIONS, validation_id)
 
 
 def validation_log(store: Store, validation_id: str, n_lines: int = 6) -> str:
