@@ -1,7 +1,8 @@
 """infoprune's Streamlit entry point: the home page and the navigation to each step.
 
-Run `streamlit run app.py` (optionally `-- --db PATH`). On first start with an empty store the
-bundled sample corpus is ingested, so there is data to look at straight away.
+Run `streamlit run app.py` (optionally `-- --db PATH`, `-- --allow-host NAME`: see core/hosts.py).
+On first start with an empty store the bundled sample corpus is ingested, so there is data to look
+at straight away.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import streamlit as st
@@ -32,7 +32,14 @@ _apply_cli_args()
 from core.datasets import list_datasets  # noqa: E402
 from core.errors import InputError  # noqa: E402
 from core.ingest import ingest_dataset  # noqa: E402
-from pages.common import fmt_int, get_store  # noqa: E402
+from core.scratch import scratch_folder, temp_name  # noqa: E402
+from ui.common import fmt_int, get_store, require_access  # noqa: E402
+
+
+@st.cache_resource(show_spinner=False)
+def sweep_temporaries(db_path: str) -> None:
+    """Once per server and store: remove what killed commands left in the store's scratch folder."""
+    get_store().sweep_temporaries()
 
 
 @st.cache_resource(show_spinner="First start: ingesting the bundled sample corpus…")
@@ -75,6 +82,9 @@ def home() -> None:
 
 
 def ingest_form(store) -> None:
+    from core.sources import ReaderLimitError
+
+    line_field, object_field = "Max CSV/TSV row size in bytes", "Max JSON record size in bytes"
     st.subheader("Add a dataset")
     with st.form("ingest"):
         name = st.text_input("Name", placeholder="my-corpus")
@@ -93,17 +103,27 @@ def ingest_form(store) -> None:
         c4, c5 = st.columns(2)
         limit = c4.number_input("Read at most N rows (0 = all)", min_value=0, step=1000)
         replace = c5.checkbox("Replace a dataset of the same name")
+        c6, c7 = st.columns(2)
+        max_line_size = c6.number_input(
+            f"{line_field} (0 = DuckDB's 2,000,000)", min_value=0, step=1_000_000
+        )
+        max_object_size = c7.number_input(
+            f"{object_field} (0 = DuckDB's 16,777,216)", min_value=0, step=16_777_216
+        )
         submitted = st.form_submit_button("Ingest", type="primary")
     if not submitted:
         return
     tmp_path = None
     try:
         if upload is not None:
+            # In the store's scratch folder, named after this process: a killed app's upload is
+            # swept at the next start (core/scratch.py).
             suffix = "".join(Path(upload.name).suffixes)
-            with tempfile.NamedTemporaryFile(delete=False, suffix=suffix) as tmp:
-                tmp.write(upload.getbuffer())
-                tmp_path = tmp.name
-            source = tmp_path
+            folder = scratch_folder(store.path)
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp_path = folder / temp_name("upload" + suffix)
+            tmp_path.write_bytes(upload.getbuffer())
+            source = str(tmp_path)
         if not source:
             st.error("Give a path, glob or hub id, or upload a file.")
             return
@@ -117,17 +137,24 @@ def ingest_form(store) -> None:
                 split=split or None,
                 limit=int(limit) or None,
                 replace=replace,
+                max_line_size=int(max_line_size) or None,
+                max_object_size=int(max_object_size) or None,
             )
         st.success(report.line())
         st.session_state["current_dataset"] = report.name
+    except ReaderLimitError as exc:  # name the form's field, not the command-line option
+        field = line_field if exc.setting == "max_line_size" else object_field
+        st.error(exc.message(f"set “{field}” to {exc.needed} or more"))
     except InputError as exc:
         st.error(str(exc))
     finally:
         if tmp_path:
-            Path(tmp_path).unlink(missing_ok=True)
+            tmp_path.unlink(missing_ok=True)
 
 
 st.set_page_config(page_title="infoprune", page_icon=":material/content_cut:", layout="wide")
+require_access()  # before the first-start ingest and any page: see core/hosts.py
+sweep_temporaries(str(get_store().path))
 first_start = ensure_sample_dataset(str(get_store().path))
 if first_start:
     st.toast(first_start)

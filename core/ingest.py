@@ -7,11 +7,11 @@ in their order, into a per-dataset table so exports can give them back.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
 import re
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -24,6 +24,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from core.errors import InputError
+from core.jobs import check_dataset_free
+from core.scratch import scratch_dir
 from core.sources import RetryWithRepair, Source, detect
 from core.store import Store, quote_ident
 
@@ -98,26 +100,56 @@ def ingest_dataset(
     limit: int | None = None,
     replace: bool = False,
     progress: Callable[[int], None] | None = None,
+    max_line_size: int | None = None,
+    max_object_size: int | None = None,
 ) -> IngestReport:
-    """Read SOURCE and store it as dataset NAME in one transaction (InputError on bad input)."""
+    """Read SOURCE and store it as dataset NAME in one transaction (InputError on bad input).
+
+    MAX_LINE_SIZE / MAX_OBJECT_SIZE raise DuckDB's limit on one CSV row / JSON record, in bytes
+    (None: DuckDB's default); a record over the limit raises ReaderLimitError.
+    """
     check_dataset_name(name)
     if limit is not None and limit <= 0:
         raise InputError("--limit must be a positive number of rows")
+    for value, option in (
+        (max_line_size, "--max-line-size"),
+        (max_object_size, "--max-object-size"),
+    ):
+        if value is not None and value <= 0:
+            raise InputError(f"{option} must be a positive number of bytes")
     if not replace and _dataset_exists(store, name):
         raise InputError(f"dataset '{name}' already exists — pass --replace to overwrite it")
     started = time.monotonic()
-    src = detect(source, split, limit)
-    try:
-        for _attempt in range(2):
-            try:
-                return _ingest_once(
-                    store, src, name, text_column, id_column, replace, progress, started
-                )
-            except RetryWithRepair:
-                continue
-        raise InputError(f"{source}: could not repair its UTF-8")
-    finally:
-        src.close()
+    # Temporaries (the metadata spill, UTF-8 repaired copies) go in a folder named after this
+    # process: what a killed ingest leaves, the next command on the store sweeps away.
+    with scratch_dir(store.path, "ingest") as scratch:
+        src = detect(
+            source,
+            split,
+            limit,
+            scratch=scratch,
+            max_line_size=max_line_size,
+            max_object_size=max_object_size,
+        )
+        try:
+            for _attempt in range(2):
+                try:
+                    return _ingest_once(
+                        store,
+                        src,
+                        name,
+                        text_column,
+                        id_column,
+                        replace,
+                        progress,
+                        started,
+                        scratch / "meta.arrows",
+                    )
+                except RetryWithRepair:
+                    continue
+            raise InputError(f"{source}: could not repair its UTF-8")
+        finally:
+            src.close()
 
 
 def _dataset_exists(store: Store, name: str) -> bool:
@@ -148,34 +180,60 @@ class _Fingerprint:
         return h.hexdigest()[:32]
 
 
-def _ingest_once(store, src: Source, name, text_column, id_column, replace, progress, started):
-    batches = src.batches()
+def _open_batches(src: Source, text_column: str | None):
+    """The source's columns, its text column, and its batches with the first one read.
+
+    Where the columns are known before reading (DuckDB readers), the text column is chosen first
+    so the reader can read it strictly as text.
+    """
+    if src.describe is None:
+        batches = src.batches()
+        first = next(batches, None)
+        if first is None:
+            raise InputError(f"{src.location} holds no rows — nothing to ingest")
+        columns = first.schema.names
+        return columns, choose_text_column(columns, text_column), batches, first
+    columns = src.describe()
+    try:
+        text_col = choose_text_column(columns, text_column)
+    except InputError:
+        with contextlib.closing(src.batches()) as probe:
+            if next(probe, None) is None:
+                raise InputError(f"{src.location} holds no rows — nothing to ingest") from None
+        raise
+    batches = src.batches(text_col)
     first = next(batches, None)
     if first is None:
         raise InputError(f"{src.location} holds no rows — nothing to ingest")
-    columns = first.schema.names
-    text_col = choose_text_column(columns, text_column)
+    return columns, text_col, batches, first
+
+
+def _ingest_once(
+    store, src: Source, name, text_column, id_column, replace, progress, started, meta_path: Path
+):
+    columns, text_col, batches, first = _open_batches(src, text_column)
+    reserved = next((c for c in columns if c.lower() == META_KEY), None)
+    if reserved is not None:
+        # The meta table's key: stored beside it, every export of the dataset would fail.
+        raise InputError(f"column '{reserved}' is reserved by infoprune — rename it in the source")
     if id_column is not None and id_column not in columns:
         raise InputError(f"id column '{id_column}' not found; columns are: {', '.join(columns)}")
     meta_table = "meta_" + uuid.uuid4().hex[:12]
     store.path.parent.mkdir(parents=True, exist_ok=True)
 
-    with (
-        tempfile.TemporaryDirectory(prefix="infoprune-ingest-", dir=store.path.parent) as tmp,
-        store.transaction() as con,
-    ):
+    with store.transaction() as con:
         con.execute(f"SET memory_limit = '{INGEST_MEMORY_LIMIT}'")
         old = con.execute("SELECT meta_table FROM datasets WHERE name = ?", [name]).fetchall()
         if old and not replace:
             raise InputError(f"dataset '{name}' already exists — pass --replace to overwrite it")
         if old:
+            check_dataset_free(con, name)
             con.execute("DELETE FROM samples WHERE dataset = ?", [name])
             con.execute("DELETE FROM datasets WHERE name = ?", [name])
             con.execute(f"DROP TABLE IF EXISTS {quote_ident(old[0][0])}")
 
         # One INSERT over a stream lets DuckDB write row groups to disk as they fill; many small
         # INSERTs in one transaction keep every row (and its Arrow buffers) in memory until commit.
-        meta_path = Path(tmp) / "meta.arrows"
         stream = _SampleStream(
             src, itertools.chain([first], batches), text_col, id_column, meta_path, progress
         )

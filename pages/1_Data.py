@@ -6,9 +6,9 @@ import streamlit as st
 
 from core.datasets import drop_dataset, get_dataset, sample_page
 from core.errors import InputError
-from pages.common import fmt_int, get_store, pick_dataset, require_access, show_error
+from ui.common import fmt_int, get_store, pick_dataset, require_access, show_error
 
-require_access()  # first: see pages/common.py
+require_access()  # first: see ui/common.py
 
 st.title("Data")
 store = get_store()

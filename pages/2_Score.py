@@ -12,9 +12,9 @@ from core.errors import InputError
 from core.jobs import job_error
 from core.probe import cancel_probe, list_probes, probe_curve, start_probe_job
 from core.scoring import ScoreOptions, cancel_run, list_runs, start_score_job
-from pages.common import fmt_int, get_store, pick_dataset, require_access
+from ui.common import fmt_int, get_store, pick_dataset, require_access
 
-require_access()  # first: see pages/common.py
+require_access()  # first: see ui/common.py
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_PROBE = ROOT / "sample_data" / "probe"

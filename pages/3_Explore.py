@@ -20,10 +20,10 @@ from core.explore import (
 )
 from core.scoring import get_run, run_score_columns
 from core.store import Store
-from pages.charts import histogram_figure
-from pages.common import fmt_int, get_store, pick_run, require_access, show_error
+from ui.charts import histogram_figure
+from ui.common import fmt_int, get_store, pick_run, require_access, show_error
 
-require_access()  # first: see pages/common.py
+require_access()  # first: see ui/common.py
 
 HISTOGRAMS = ["bits_per_token", "bits_total", "bits_per_byte", "n_tokens", "n_bytes"]
 LABELS = {

@@ -13,10 +13,10 @@ from core.measures.registry import WEIGHTED_PREFIX, score_columns, score_names, 
 from core.prune import RULES, Rule, prune_preview
 from core.scoring import get_run, run_score_columns
 from core.store import Store
-from pages.charts import histogram_figure
-from pages.common import fmt_int, get_store, pick_run, require_access, show_error
+from ui.charts import histogram_figure
+from ui.common import fmt_int, get_store, pick_run, require_access, show_error
 
-require_access()  # first: see pages/common.py
+require_access()  # first: see ui/common.py
 
 RULE_LABELS = {
     "prune-low": "Prune the lowest (the paper's rule)",

@@ -9,9 +9,9 @@ from core.compare import load_prune_overlap, load_run_scores, load_scatter, load
 from core.errors import InputError
 from core.measures.registry import all_measures
 from core.prune import RULES, Rule
-from pages.common import fmt_int, get_store, pick_run, require_access, show_error
+from ui.common import fmt_int, get_store, pick_run, require_access, show_error
 
-require_access()  # first: see pages/common.py
+require_access()  # first: see ui/common.py
 
 PREFERRED = ["bits_per_token", "word_entropy", "gzip_bits_per_byte", "combined"]
 RULE_LABELS = {

@@ -22,9 +22,9 @@ from core.validate import (
     summarize,
     validation_log,
 )
-from pages.common import fmt_int, get_store, pick_run, require_access, show_error
+from ui.common import fmt_int, get_store, pick_run, require_access, show_error
 
-require_access()  # first: see pages/common.py
+require_access()  # first: see ui/common.py
 
 RULE_LABELS = {
     "prune-low": "Prune the lowest",

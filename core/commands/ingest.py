@@ -18,6 +18,18 @@ def register(sub, parents) -> None:
     p.add_argument("--split", metavar="S", help="split of a save_to_disk or hub dataset")
     p.add_argument("--limit", metavar="N", type=int, help="read at most N rows")
     p.add_argument("--replace", action="store_true", help="overwrite a dataset of the same name")
+    p.add_argument(
+        "--max-line-size",
+        metavar="BYTES",
+        type=int,
+        help="CSV/TSV: longest row DuckDB reads (default 2,000,000 bytes)",
+    )
+    p.add_argument(
+        "--max-object-size",
+        metavar="BYTES",
+        type=int,
+        help="JSON/JSONL: largest record DuckDB reads (default 16,777,216 bytes)",
+    )
     p.set_defaults(func=run)
 
 
@@ -37,6 +49,8 @@ def run(args, store) -> int:
             limit=args.limit,
             replace=args.replace,
             progress=lambda n: bar.update(n - bar.n),
+            max_line_size=args.max_line_size,
+            max_object_size=args.max_object_size,
         )
     print(report.line())
     return 0
