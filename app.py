@@ -82,7 +82,7 @@ def home() -> None:
 
 
 def ingest_form(store) -> None:
-    from core.sources import ReaderLimitError
+    from core.reader_errors import ReaderLimitError
 
     line_field, object_field = "Max CSV/TSV row size in bytes", "Max JSON record size in bytes"
     st.subheader("Add a dataset")

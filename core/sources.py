@@ -3,16 +3,14 @@
 File formats go through DuckDB's readers (they stream, decompress .gz/.zst and infer types); text
 folders, `save_to_disk` datasets and hub ids go through Python/`datasets`. Every reader yields
 batches with the source's own columns, in the source's own order. DuckDB's errors become one line
-that names the user's file (and line, where it can be found) and says what to do.
+that names the user's file (core/reader_errors.py).
 """
 
 from __future__ import annotations
 
 import codecs
-import csv
+import contextlib
 import glob
-import gzip
-import io
 import os
 import re
 import tempfile
@@ -28,12 +26,13 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from core.compression import COMPRESSION, check_zstd, open_raw, strip_compression
 from core.errors import InputError
+from core.reader_errors import InvalidUtf8, check_parquet_columns, readable_error
 
 BATCH_ROWS = 8192
 # How long a hub id may wait for the hub to answer before ingest says it cannot be reached.
 HUB_TIMEOUT_S = 3.0
-_COMPRESSION = (".gz", ".zst")
 _JSON = (".jsonl", ".json", ".ndjson")
 _CSV = (".csv", ".tsv")
 _TRUE = {"1", "ON", "YES", "TRUE"}
@@ -76,55 +75,14 @@ class Source:
 
     def close(self) -> None:
         for p in self.cleanup:
-            with _suppress():
+            with contextlib.suppress(OSError):
                 p.unlink()
-
-
-class ReaderLimitError(InputError):
-    """A record is larger than one of DuckDB's reader limits.
-
-    Carries which limit (`setting` is the `ingest_dataset` keyword: max_line_size or
-    max_object_size) and the size to raise it to, so the app can name its own field where the
-    command line names an option.
-    """
-
-    OPTIONS = {"max_line_size": "--max-line-size", "max_object_size": "--max-object-size"}
-
-    def __init__(
-        self, location: str, record: str, limit_name: str, setting: str, current: int, needed: int
-    ) -> None:
-        self.location, self.record, self.limit_name = location, record, limit_name
-        self.setting, self.current, self.needed = setting, current, needed
-        super().__init__(self.message(f"pass {self.OPTIONS[setting]} {needed} (or larger)"))
-
-    def message(self, remedy: str) -> str:
-        """The one-line message with REMEDY (how to raise the limit) at its end."""
-        return (
-            f"{self.location}: {self.record} is larger than DuckDB's {self.limit_name} "
-            f"({self.current:,} bytes) — {remedy}"
-        )
 
 
 @dataclass(frozen=True)
 class _ReadOptions:
     max_line_size: int | None = None
     max_object_size: int | None = None
-
-
-class _suppress:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return exc[0] is not None and issubclass(exc[0], OSError)
-
-
-def _strip_compression(name: str) -> tuple[str, str | None]:
-    low = name.lower()
-    for ext in _COMPRESSION:
-        if low.endswith(ext):
-            return low[: -len(ext)], ext
-    return low, None
 
 
 def detect(
@@ -164,7 +122,7 @@ def _looks_like_hub_id(source: str) -> bool:
     return (
         bool(re.fullmatch(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?", source))
         and not source.startswith(".")
-        and Path(source).suffix.lower() not in {*_JSON, *_CSV, ".parquet", ".txt", *_COMPRESSION}
+        and Path(source).suffix.lower() not in {*_JSON, *_CSV, ".parquet", ".txt", *COMPRESSION}
     )
 
 
@@ -220,7 +178,7 @@ def _from_glob(pattern: str, limit: int | None, opts: _ReadOptions, scratch: Pat
 
 
 def _file_kind(path: Path) -> str:
-    base, _ = _strip_compression(path.name)
+    base, _ = strip_compression(path.name)
     if base.endswith(_JSON):
         return "json"
     if base.endswith(_CSV):
@@ -284,9 +242,9 @@ def _duckdb_source(
 ) -> Source:
     for f in files:
         if f.lower().endswith(".zst"):
-            _check_zstd(Path(f))
+            check_zstd(Path(f))
     if kind == "parquet" and len(files) > 1:
-        _check_parquet_columns(files)
+        check_parquet_columns(files)
     src = Source(kind=kind, location=location, batches=lambda text_column=None: iter(()))
     repaired: dict[str, str] = {}  # repaired copy -> the file it repairs
     schema: list[tuple[str, str]] = []  # (column, DuckDB type) from describe()
@@ -308,8 +266,8 @@ def _duckdb_source(
         return f"read_csv({lst}, union_by_name=true, header=true, skip=0, delim='{delim}'{extra})"
 
     def failed(exc: Exception) -> NoReturn:
-        err = _readable(exc, kind, location, {**{f: f for f in files}, **repaired})
-        if not isinstance(err, _InvalidUtf8):
+        err = readable_error(exc, kind, location, {**{f: f for f in files}, **repaired})
+        if not isinstance(err, InvalidUtf8):
             raise err from exc
         if repaired:
             raise InputError(
@@ -381,10 +339,6 @@ def _duckdb_source(
     return src
 
 
-class _InvalidUtf8(Exception):
-    pass
-
-
 class RetryWithRepair(Exception):
     """The source was repaired after some batches were read: start the ingest again."""
 
@@ -397,242 +351,15 @@ def _read_duckdb(sql: str) -> Iterator[pa.RecordBatch]:
         con.close()
 
 
-def _readable(exc: Exception, kind: str, location: str, shown: dict[str, str]) -> Exception:
-    """DuckDB's error as one line that names the user's file and what to do.
-
-    SHOWN maps each path DuckDB was given to the one to name (a repaired copy to its original).
-    Phrases are matched with the paths taken out, so a file called `gzip.csv` is no hint.
-    """
-    text = str(exc)
-    paths = sorted(shown, key=len, reverse=True)
-    named = next((p for p in paths if p in text), None)
-    where = shown[named] if named else location
-    scrubbed = text
-    for p in paths:
-        scrubbed = scrubbed.replace(p, "<file>")
-    low = scrubbed.lower()
-    first = (low.splitlines() or [""])[0]
-    detail = re.sub(r"^[\w ]*error: ", "", (scrubbed.splitlines() or [""])[0], flags=re.I)
-    detail = detail.strip().replace("<file>", where)
-
-    if "invalid utf-8" in low or "invalid unicode" in low:
-        return _InvalidUtf8()
-    if "invalid string encoding" in low:
-        return InputError(
-            f"{where}: a string column holds invalid UTF-8, which cannot be repaired in Parquet "
-            "— rewrite the file with valid UTF-8 text"
-        )
-    if m := re.search(r"maximum_object_size\"? of (\d+) bytes exceeded.*?\(>\s*(\d+) bytes", text):
-        current, seen = int(m[1]), int(m[2])
-        # DuckDB's buffer holds twice the setting; it read SEEN bytes without finding the end.
-        return ReaderLimitError(
-            where,
-            "a JSON record",
-            "maximum_object_size",
-            "max_object_size",
-            current,
-            _power_of_two_above(max(2 * seen, 2 * current)),
-        )
-    if m := re.search(r"maximum line size of (\d+) bytes exceeded\. actual size:\s*(\d+)", low):
-        return ReaderLimitError(
-            where,
-            "a CSV row",
-            "max_line_size",
-            "max_line_size",
-            int(m[1]),
-            _power_of_two_above(int(m[2])),
-        )
-    if re.search(r"gzip|zstd|decompress", first):
-        return InputError(
-            f"{where}: truncated or corrupt compressed file ({detail}) — re-create it"
-        )
-    if m := re.search(
-        r"malformed json in file \"<file>\", at byte \d+ in (line|record/value) (\d+): ([^\n]*)",
-        low,
-    ):
-        why = m[3].strip().rstrip(".").strip()
-        nd = m[1] == "line" or _strip_compression(where)[0].endswith((".jsonl", ".ndjson"))
-        line = _bad_json_line(named, int(m[2]), nd) if named else None
-        if line is None:
-            return InputError(f"broken JSON in {where} ({why}) — fix the file")
-        return InputError(f"broken JSON at {where} line {line} ({why}) — fix or remove that line")
-    if kind == "parquet":
-        if "schema mismatch" in low:
-            return InputError(
-                f"the Parquet files have different columns ({detail}) — ingest them separately "
-                "or make the columns match"
-            )
-        if m := re.search(
-            r'the column "([^"]+)" has type (\S+), but we are trying to read it as type ([^\s.]+)',
-            scrubbed,
-        ):
-            return InputError(
-                f"the Parquet files have different column types: '{m[1]}' is {m[2]} in {where} "
-                f"but {m[3]} in the first file — ingest them separately or make the types match"
-            )
-        return InputError(
-            f"{where}: not a readable Parquet file ({detail}) — it is corrupt or truncated"
-        )
-    if kind in ("csv", "tsv"):
-        return _csv_error(scrubbed, kind, where, named, detail)
-    if "json" in low:
-        return InputError(f"{where}: not valid JSON ({detail}) — fix the file")
-    return InputError(f"cannot read {where}: {detail}")
-
-
-def _csv_error(scrubbed: str, kind: str, where: str, named: str | None, detail: str) -> InputError:
-    """A CSV/TSV error: the line and what is wrong with it, where DuckDB (or a scan) can tell."""
-    line = re.search(r"CSV Error on Line: (\d+)", scrubbed)
-    cols = re.search(r"Expected Number of Columns: (\d+) Found: (\d+)", scrubbed)
-    if line and cols:
-        return InputError(
-            f"{where} line {line[1]} has {cols[2]} columns, the header has {cols[1]} — "
-            "fix that line (a stray delimiter or an unclosed quote)"
-        )
-    if "error when sniffing file" in scrubbed.lower():
-        ragged = _ragged_csv_row(named, "\t" if kind == "tsv" else ",") if named else None
-        if ragged:
-            return InputError(
-                f"{where} line {ragged[0]} has {ragged[2]} columns, the header has {ragged[1]} "
-                "— fix that line (a stray delimiter or an unclosed quote)"
-            )
-        return InputError(
-            f"{where}: DuckDB cannot work out the {kind.upper()}'s layout (quoting, or rows "
-            "with different numbers of columns) — check it has a header row and one row per line"
-        )
-    if line:
-        lines = scrubbed.splitlines()
-        problem = next(
-            (s.strip() for s in lines[1:] if s.strip() and not s.startswith("Original Line:")), ""
-        )
-        return InputError(
-            f"cannot parse {kind.upper()} {where} line {line[1]}: {problem} — fix that line"
-        )
-    return InputError(f"cannot parse {kind.upper()} {where} ({detail})")
-
-
-def _power_of_two_above(n: int) -> int:
-    return 1 << max(int(n), 1).bit_length()
-
-
-def _bad_json_line(path: str, record: int, newline_delimited: bool) -> int | None:
-    """The 1-based line of the broken record DuckDB names, or None if the file is not one record
-    per line. DuckDB counts non-blank lines and names the one after the broken one, so both are
-    checked, with DuckDB's own parser (it allows NaN and trailing commas, Python's json does not).
-    """
-    candidates = {record - 1, record}
-    found, n = None, 0
-    con = duckdb.connect()
-    try:
-        with _open_raw(Path(path)) as raw:
-            for lineno, line in enumerate(raw, 1):
-                if not line.strip():
-                    continue
-                n += 1
-                # An array or pretty-printed file has no line that is JSON on its own.
-                if n in candidates or (not newline_delimited and n <= 3):
-                    text = line.decode("utf-8", errors="replace")
-                    valid = con.execute("SELECT json_valid(?)", [text]).fetchall()[0][0]
-                    newline_delimited = newline_delimited or bool(valid)
-                    if not valid and found is None and n in candidates:
-                        found = lineno
-                if n >= max(record, 3):
-                    break
-    except (OSError, EOFError, duckdb.Error):
-        return None
-    finally:
-        con.close()
-    return found if newline_delimited else None
-
-
-def _ragged_csv_row(path: str, delim: str) -> tuple[int, int, int] | None:
-    """The first row whose number of fields differs from the header's: (line, header, found)."""
-    try:
-        with (
-            _open_raw(Path(path)) as raw,
-            io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="") as text,
-        ):
-            reader = csv.reader(text, delimiter=delim)
-            header = next(reader, None)
-            for row in reader:
-                if header is not None and row and len(row) != len(header):
-                    return reader.line_num, len(header), len(row)
-    except (OSError, EOFError, csv.Error):
-        return None
-    return None
-
-
-def _check_parquet_columns(files: list[str]) -> None:
-    """DuckDB reads every file with the first one's columns: a file without one of them fails as
-    if corrupt, and a file with more loses them silently. Compare the footers first."""
-    import pyarrow.parquet as pq
-
-    base = os.path.commonpath(files)
-    first: tuple[str, list[str]] | None = None
-    for f in files:
-        try:
-            names = pq.read_schema(f).names
-        except (OSError, pa.ArrowException):
-            return  # a damaged file: DuckDB's read says what is wrong with it
-        if first is None:
-            first = (f, names)
-        elif set(names) != set(first[1]):
-            a, b = (os.path.relpath(p, base) if p != base else p for p in (first[0], f))
-            raise InputError(
-                f"the Parquet files have different columns: {a} has ({', '.join(first[1])}), "
-                f"{b} has ({', '.join(names)}) — ingest them separately or make the columns match"
-            )
-
-
-def _open_raw(path: Path):
-    _, comp = _strip_compression(path.name)
-    if comp == ".gz":
-        return gzip.open(path, "rb")
-    if comp == ".zst":
-        import zstandard
-
-        # Buffered: zstandard's own reader cannot be read line by line.
-        return io.BufferedReader(
-            zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True)
-        )
-    return open(path, "rb")
-
-
-def _check_zstd(path: Path) -> None:
-    """DuckDB reads a zstd file cut at a block boundary as if whole: check that every frame ends."""
-    import zstandard
-
-    dctx = zstandard.ZstdDecompressor()
-    frame, fed = dctx.decompressobj(), False
-    try:
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 22):
-                while chunk:
-                    frame.decompress(chunk)
-                    fed = True
-                    if not frame.eof:
-                        break
-                    chunk = frame.unused_data
-                    frame, fed = dctx.decompressobj(), False
-    except zstandard.ZstdError as exc:
-        raise InputError(
-            f"{path}: truncated or corrupt compressed file ({exc}) — re-create it"
-        ) from exc
-    if fed and not frame.eof:
-        raise InputError(
-            f"{path}: truncated or corrupt compressed file (the zstd stream ends early)"
-        )
-
-
 def _repaired_copy(path: Path, src: Source, scratch: Path) -> Path:
     """A decompressed copy of PATH in SCRATCH with invalid UTF-8 replaced (and counted)."""
-    base, _ = _strip_compression(path.name)
+    base, _ = strip_compression(path.name)
     fd, tmp = tempfile.mkstemp(prefix="utf8-", suffix="-" + base, dir=scratch)
     out_path = Path(tmp)
     src.cleanup.append(out_path)
     decoder = src.counter.incremental()
     try:
-        with _open_raw(path) as raw, os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
+        with open_raw(path) as raw, os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
             while chunk := raw.read(1 << 22):
                 out.write(decoder.decode(chunk))
             out.write(decoder.decode(b"", final=True))
@@ -717,8 +444,3 @@ def _hf_source(kind: str, location: str, ds, limit: int | None) -> Source:
 
     src.batches = batches
     return src
-
-
-def read_text_bytes(data: bytes, counter: ReplacementCounter) -> str:
-    """Decode one blob the way every reader does (used for binary text columns)."""
-    return counter.decode(data)

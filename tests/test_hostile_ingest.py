@@ -23,7 +23,7 @@ from core.cli import main
 from core.datasets import get_dataset
 from core.ingest import ingest_dataset
 from core.scratch import scratch_folder, sweep_store
-from core.sources import ReaderLimitError
+from core.reader_errors import ReaderLimitError
 from core.store import Store
 from tests.conftest import ROOT, write_jsonl
 
