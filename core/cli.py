@@ -12,9 +12,9 @@ from core import __version__
 from core.errors import InputError
 
 # OpenMP threads that wait for work spin for a long time before sleeping (libgomp: 300,000 spins).
-# When another process wants the same cores, e.g. two jobs, or a job beside the app, both crawl:
-# two probe runs at once on 2 cores scored 1,800 tokens/s each, against 76,000 alone. 10,000
-# spins kept them at 15,300 each and cost 2-4 % alone. Must be set before torch loads libgomp.
+# When another process wants the same cores, e.g. two jobs, or a job beside the app, both crawl;
+# 10,000 spins let them share at a small cost alone (figures: docs/benchmarks.md, "Scoring beside
+# other work"). Must be set before torch loads libgomp.
 if "OMP_WAIT_POLICY" not in os.environ:
     os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
