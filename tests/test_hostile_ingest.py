@@ -22,8 +22,8 @@ import pytest
 from core.cli import main
 from core.datasets import get_dataset
 from core.ingest import ingest_dataset
-from core.scratch import scratch_folder, sweep_store
 from core.reader_errors import ReaderLimitError
+from core.scratch import scratch_folder, sweep_store
 from core.store import Store
 from tests.conftest import ROOT, write_jsonl
 
