@@ -23,10 +23,11 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from core.cli import main as cli
+from core.corpus import count_words, load_corpus_stats
 from core.datasets import get_dataset
 from core.measures.base import Batch
 from core.measures.gzip_ratio import GzipBitsPerByte
-from core.measures.word_entropy import WordEntropy, count_words
+from core.measures.word_entropy import WordEntropy
 from core.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,10 +83,10 @@ def main() -> None:
         store = Store(db)
         info = get_dataset(store, "sample")
 
-        def prepare_uncached() -> None:
+        def load_uncached() -> None:
             with store.transaction() as con:
                 con.execute("DELETE FROM word_counts")
-            WordEntropy().prepare(store, info)
+            load_corpus_stats(store, info)
 
         def whole_run(cached: bool) -> None:
             # As users run it, in a process of its own. A finished run with the same configuration
@@ -102,16 +103,22 @@ def main() -> None:
             )
 
         word_entropy, gzip = WordEntropy(), GzipBitsPerByte()
-        word_entropy.prepare(store, info)
+        stats = load_corpus_stats(store, info)
         cases = [
             ("word_entropy: counting words in memory", lambda: count_words(texts, Counter())),
-            ("word_entropy: prepare() (read samples, count, cache)", prepare_uncached),
+            ("word_entropy: load_corpus_stats() (read samples, count, cache)", load_uncached),
             (
-                "word_entropy: prepare() with counts cached",
-                lambda: WordEntropy().prepare(store, info),
+                "word_entropy: load_corpus_stats() with counts cached",
+                lambda: load_corpus_stats(store, info),
             ),
-            ("word_entropy: compute()", lambda: [word_entropy.compute(b) for b in batches(texts)]),
-            ("gzip_bits_per_byte: compute()", lambda: [gzip.compute(b) for b in batches(texts)]),
+            (
+                "word_entropy: compute()",
+                lambda: [word_entropy.compute(b, stats) for b in batches(texts)],
+            ),
+            (
+                "gzip_bits_per_byte: compute()",
+                lambda: [gzip.compute(b, None) for b in batches(texts)],
+            ),
             ("`infoprune score --model none`, counting words", lambda: whole_run(cached=False)),
             ("`infoprune score --model none`, counts cached", lambda: whole_run(cached=True)),
         ]

@@ -19,11 +19,9 @@ from pathlib import Path
 import duckdb
 
 from core.config import jobs_dir, resolve_db_path
-from core.errors import InputError
+from core.errors import InputError, first_line
+from core.scores import ENGINE_COLUMNS, get_score, table_columns
 from core.scratch import scratch_folder, sweep_store
-
-# Base columns of `scores`; every registered measure adds one DOUBLE column (see core.measures).
-SCORE_COLUMNS = ["n_bytes", "n_tokens", "bits_total", "bits_per_token", "bits_per_byte"]
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS datasets (
@@ -80,9 +78,9 @@ SCHEMA = [
     f"""CREATE TABLE IF NOT EXISTS scores (
         run_id VARCHAR NOT NULL,
         sample_id VARCHAR NOT NULL,
-        {", ".join(f"{c} {'DOUBLE' if c.startswith('bits') else 'BIGINT'}" for c in SCORE_COLUMNS)}
+        {", ".join(f"{c} {get_score(c).sql_type}" for c in ENGINE_COLUMNS)}
     )""",
-    # Word counts of a dataset's whole text, per content fingerprint (for word_entropy).
+    # Word counts of a dataset's whole text, per content fingerprint (core/corpus.py).
     """CREATE TABLE IF NOT EXISTS word_counts (
         fingerprint VARCHAR NOT NULL,
         word VARCHAR NOT NULL,
@@ -172,21 +170,13 @@ DUCKDB_MAGIC = b"DUCK"  # bytes 8-11 of every DuckDB database file
 _LOCK_HINTS = ("could not set lock", "conflicting lock")
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _schema_ready: set[str] = set()
+SCHEMA_PROBE_TABLE = "jobs"  # the last table SCHEMA creates
 _schema_guard = threading.Lock()
 
 
 def quote_ident(name: str) -> str:
     """Double-quote an SQL identifier (column names come from users' files)."""
     return '"' + name.replace('"', '""') + '"'
-
-
-def measure_columns() -> list[str]:
-    """Extra score columns, one per registered measure; empty until the registry exists."""
-    try:
-        from core.measures import registry
-    except ImportError:
-        return []
-    return [m.name for m in registry.all_measures() if m.name not in SCORE_COLUMNS]
 
 
 class Store:
@@ -249,20 +239,25 @@ class Store:
 
     def _ensure_schema(self, con: duckdb.DuckDBPyConnection) -> None:
         key = str(self.path.resolve())
-        extra = measure_columns()
-        token = key + "|" + ",".join(extra)
-        if token in _schema_ready:
-            return
+        if key in _schema_ready:
+            try:  # one trivial query: a store file deleted and made anew has no tables yet
+                con.execute(f"SELECT 1 FROM {SCHEMA_PROBE_TABLE} LIMIT 0").fetchall()
+                return
+            except duckdb.CatalogException:
+                _schema_ready.discard(key)
         with _schema_guard:
             for ddl in SCHEMA:
                 con.execute(ddl)
             for table in PROCESS_TABLES:  # stores made before pids were recorded with start times
                 con.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS pid_start BIGINT")
-            for col in extra:
+            # Measures' columns, added to stores made before the measure existed.
+            for col in [c for c in table_columns() if c not in ENGINE_COLUMNS]:
                 if not _IDENT.match(col):
-                    raise ValueError(f"measure name {col!r} is not a plain identifier")
-                con.execute(f"ALTER TABLE scores ADD COLUMN IF NOT EXISTS {col} DOUBLE")
-            _schema_ready.add(token)
+                    raise ValueError(f"score name {col!r} is not a plain identifier")
+                con.execute(
+                    f"ALTER TABLE scores ADD COLUMN IF NOT EXISTS {col} {get_score(col).sql_type}"
+                )
+            _schema_ready.add(key)
 
 
 def _check_is_duckdb(path: Path) -> None:
@@ -292,9 +287,7 @@ def _open_with_retry(path: str, timeout: float) -> duckdb.DuckDBPyConnection:
         except duckdb.IOException as exc:
             msg = str(exc).lower()
             if not any(h in msg for h in _LOCK_HINTS):
-                raise InputError(
-                    f"cannot open the store {path}: {str(exc).splitlines()[0]}"
-                ) from exc
+                raise InputError(f"cannot open the store {path}: {first_line(exc)}") from exc
             if time.monotonic() > deadline:
                 raise InputError(
                     f"the store {path} stayed locked by another process for {timeout:.0f} s "

@@ -1,10 +1,12 @@
-"""Information measures: exact to their definitions, cached word counts, registry, derived score."""
+"""Measures: exact to their definitions, cached word counts, the catalogue, derived scores."""
 
 from __future__ import annotations
 
 import importlib
 import math
 import re
+import subprocess
+import sys
 import zlib
 from collections import Counter
 from pathlib import Path
@@ -13,17 +15,19 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
+from core import corpus, scores
 from core.cli import main
+from core.corpus import load_corpus_stats, load_word_counts
 from core.datasets import get_dataset
 from core.engine import SampleScore
 from core.errors import InputError
 from core.ingest import ingest_dataset
-from core.measures import registry, word_entropy
-from core.measures.base import Batch, Measure
+from core.measures import registry
+from core.measures.base import Batch, Measure, compute_all, corpus_wide
 from core.measures.combined import Combined
-from core.measures.word_entropy import WordEntropy, load_word_counts, split_words
+from core.measures.word_entropy import WordEntropy, split_words
 from core.scoring import ScoreOptions, score_dataset
-from core.store import Store, measure_columns
+from core.store import Store
 from tests.conftest import corpus_texts, write_jsonl
 
 UNICODE_TEXTS = [
@@ -101,7 +105,7 @@ def test_word_counts_equal_a_direct_counter_and_are_cached_by_fingerprint(
 ):
     rows = _ingest(store, tmp_path)
     info = get_dataset(store, "docs")
-    WordEntropy().prepare(store, info)
+    load_corpus_stats(store, info)
     table = load_word_counts(store, info.fingerprint)
     stored = dict(zip(*table.to_pydict().values(), strict=True))
     assert stored == Counter(w for r in rows for w in _words(r["text"]))
@@ -114,11 +118,11 @@ def test_word_counts_equal_a_direct_counter_and_are_cached_by_fingerprint(
     def no_recount(*_):
         raise AssertionError("counted again")
 
-    monkeypatch.setattr(word_entropy, "count_dataset_words", no_recount)
-    fresh = WordEntropy()
-    fresh.prepare(store, copy)
+    monkeypatch.setattr(corpus, "count_dataset_words", no_recount)
+    stats = load_corpus_stats(store, copy)
     texts = [r["text"] for r in rows]
-    values = fresh.compute(Batch(texts, [len(t.encode()) for t in texts], model_scores=None))
+    batch = Batch(texts, [len(t.encode()) for t in texts], model_scores=None)
+    values = WordEntropy().compute(batch, stats)
     _assert_close(values, _expected_word_entropy(texts))
     n_rows = store.query("SELECT count(*) FROM word_counts")[0][0]
     assert n_rows == len(stored)
@@ -126,19 +130,19 @@ def test_word_counts_equal_a_direct_counter_and_are_cached_by_fingerprint(
 
 def test_word_counts_stream_in_chunks(store, tmp_path, monkeypatch):
     rows = _ingest(store, tmp_path)
-    monkeypatch.setattr(word_entropy, "COUNT_CHUNK_BYTES", 2000)  # many small reads
-    counts = word_entropy.count_dataset_words(store, get_dataset(store, "docs"))
+    monkeypatch.setattr(corpus, "COUNT_CHUNK_BYTES", 2000)  # many small reads
+    counts = corpus.count_dataset_words(store, get_dataset(store, "docs"))
     assert counts == Counter(w for r in rows for w in _words(r["text"]))
 
 
 def test_combined_is_bits_per_token_plus_word_entropy(store, tmp_path):
     rows = _ingest(store, tmp_path)
-    measure = Combined(WordEntropy())
-    measure.prepare(store, get_dataset(store, "docs"))
+    stats = load_corpus_stats(store, get_dataset(store, "docs"))
     texts = [r["text"] for r in rows]
-    scores = [SampleScore(n_tokens=i % 7, bits_total=3.5 * i) for i in range(len(texts))]
-    got = measure.compute(Batch(texts, [len(t.encode()) for t in texts], scores))
-    for value, s, h in zip(got, scores, _expected_word_entropy(texts), strict=True):
+    model = [SampleScore(n_tokens=i % 7, bits_total=3.5 * i) for i in range(len(texts))]
+    batch = Batch(texts, [len(t.encode()) for t in texts], model)
+    got = compute_all([WordEntropy(), Combined()], batch, stats)["combined"]
+    for value, s, h in zip(got, model, _expected_word_entropy(texts), strict=True):
         if s.n_tokens == 0 or h is None:
             assert value is None
         else:
@@ -189,8 +193,39 @@ def test_one_module_and_one_registry_entry_per_measure():
         "gzip_bits_per_byte": False,
         "combined": True,
     }
-    assert set(names) <= set(measure_columns()) and set(names) <= set(registry.score_names())
-    assert "weighted:0.5" in registry.score_names()
+    assert set(names) <= set(scores.table_columns()) and set(names) <= set(scores.score_names())
+    assert "weighted:0.5" in scores.score_names()
+
+
+def test_one_catalogue_orders_table_columns_and_pickers():
+    measures = ["word_entropy", "gzip_bits_per_byte", "combined"]
+    assert scores.table_columns() == [
+        *["n_bytes", "n_tokens", "bits_total", "bits_per_token", "bits_per_byte"],
+        *measures,
+    ]
+    model = ["bits_per_token", "bits_total", "bits_per_byte"]
+    assert scores.stored_score_names() == [*model, *measures, "n_tokens", "n_bytes"]
+    assert scores.stored_score_names(scores.ENGINE) == [*model, "n_tokens", "n_bytes"]
+    assert sorted(scores.ENGINE_COLUMNS) == sorted(scores.stored_score_names(scores.ENGINE))
+    assert [m.name for m in registry.MEASURES] == scores.stored_score_names(scores.MEASURE)
+    assert scores.get_score("n_tokens").label == "length (tokens)"
+    with pytest.raises(InputError, match="unknown score"):
+        scores.get_score("nope")
+
+
+def test_combined_reads_the_word_entropy_column_it_depends_on():
+    model = [SampleScore(n_tokens=n, bits_total=b) for n, b in ((4, 10.0), (0, 0.0), (2, 3.0))]
+    batch = Batch(["a", "b", "c"], [1, 1, 1], model, {"word_entropy": [2.0, 1.0, None]})
+    assert Combined().compute(batch, None) == [4.5, None, None]
+    with pytest.raises(RuntimeError, match="reads word_entropy"):
+        compute_all([Combined()], Batch(["a"], [1], model[:1]))
+    assert [m.name for m in corpus_wide(registry.all_measures())] == ["word_entropy", "combined"]
+
+
+def test_the_store_imports_no_measure():
+    code = "import sys, core.store; print(sorted(m for m in sys.modules if 'measures' in m))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def _weighted_frame() -> pd.DataFrame:
@@ -223,10 +258,10 @@ def _weighted_store(tmp_path) -> Store:
 @pytest.mark.parametrize("alpha", [0.0, 0.3, 0.7, 1.0])
 def test_weighted_score_is_the_z_score_mix_over_one_run(tmp_path, alpha):
     store = _weighted_store(tmp_path)
-    name = registry.weighted_name(alpha)
+    name = scores.weighted_name(alpha)
     got = dict(
         store.query(
-            f"SELECT sample_id, {registry.score_expression(name)} FROM scores WHERE run_id = ?",
+            f"SELECT sample_id, {scores.score_expression(name)} FROM scores WHERE run_id = ?",
             ["run-a"],
         )
     )
@@ -239,13 +274,13 @@ def test_weighted_score_is_the_z_score_mix_over_one_run(tmp_path, alpha):
             assert got[sid] is None, sid
         else:
             assert got[sid] == pytest.approx(value, rel=1e-12, abs=1e-12), sid
-    assert registry.score_columns(name) == ["bits_per_token", "word_entropy"]
+    assert scores.score_columns(name) == ["bits_per_token", "word_entropy"]
 
 
 def test_score_expression_rejects_junk():
-    assert registry.score_expression("word_entropy") == "word_entropy"
-    assert registry.score_expression("n_bytes") == "n_bytes"
-    assert registry.weighted_name(0.7) == "weighted:0.7"
+    assert scores.score_expression("word_entropy") == "word_entropy"
+    assert scores.score_expression("n_bytes") == "n_bytes"
+    assert scores.weighted_name(0.7) == "weighted:0.7"
     for bad in [
         "",
         "nope",
@@ -260,6 +295,6 @@ def test_score_expression_rejects_junk():
         "word_entropy + 1",
     ]:
         with pytest.raises(InputError):
-            registry.score_expression(bad)
+            scores.score_expression(bad)
     with pytest.raises(InputError):
-        registry.weighted_name(1.2)
+        scores.weighted_name(1.2)

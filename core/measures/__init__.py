@@ -1,1 +1,2 @@
-"""Information measures stored with every scoring run; see registry.py for the list."""
+"""Information measures stored with every scoring run: the catalogue of scores is core/scores.py,
+the implementations are listed in registry.py."""

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import zlib
+from typing import TYPE_CHECKING
 
 from core.measures.base import Batch, Measure
+
+if TYPE_CHECKING:
+    from core.corpus import CorpusStats
 
 
 class GzipBitsPerByte(Measure):
     name = "gzip_bits_per_byte"
-    unit = "bits/byte"
-    description = (
-        "8 · len(zlib.compress(text, 9)) / len(text) over the UTF-8 bytes: low for repetitive or "
-        "boilerplate text. Model-free; short texts pay zlib's fixed overhead."
-    )
-    needs_model = False
 
-    def compute(self, batch: Batch) -> list[float | None]:
+    def compute(self, batch: Batch, corpus: CorpusStats | None) -> list[float | None]:
         out: list[float | None] = []
         for text in batch.texts:
             data = text.encode()
