@@ -3,10 +3,11 @@
 A held-out evaluation set is split off first: a seeded random sample of the run's dataset that the
 probe never saw (neither its training nor its validation samples), never pruned, so it stays the
 original distribution. The rest, capped in bytes, is the training pool. For each seed the same
-small model (the probe's recipe, `core.probe.train_lm`) is trained from scratch on the whole pool
+small model (the probe's recipe, `core.training`) is trained from scratch on the whole pool
 ("full") and, for each ratio, on the part of the pool the rule keeps ("pruned") and on a random
 part of the pool with as many tokens ("random"). The rule is applied to the whole run, exactly as an
-export would (`core.prune`), and then intersected with the pool.
+export would (`core.prune`), and then intersected with the pool. What is validated is a `Spec`
+(core/validation_spec.py).
 
 A validation is identified by a hash of its configuration; each finished arm is committed as one
 row of `validation_results`, so running the same command again skips what is done.
@@ -14,28 +15,34 @@ row of `validation_results`, so running the same command again skips what is don
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from core import jobs
 from core.datasets import DatasetChanged, change_since, texts_by_id
-from core.errors import InputError
+from core.errors import InputError, first_line
 from core.jobs import CancelToken, job_for_ref, read_log_tail, start_job
 from core.store import Store
+from core.train_options import Budget
+from core.training import encode, evaluate_bits, train_lm, train_tokenizer
+from core.validation_spec import (
+    SPLIT_SEED,
+    Spec,
+    arm_steps,
+    matched_random,
+    packed_rows,
+    rule_for,
+    split_eval_pool,
+)
 
 ARMS = ("full", "pruned", "random")
-BUDGETS = ("equal-steps", "equal-epochs")
-SIZES = ("tiny", "small")
 RESULT_KEYS = (
     "arm",
     "ratio",
@@ -46,164 +53,8 @@ RESULT_KEYS = (
     "steps",
     "seconds",
 )
-SPLIT_SEED = 0  # the evaluation set and the pool are the same for every seed: arms are paired
 MAX_REUSED_VOCAB = 16384  # a larger vocabulary would make the tiny model mostly embedding
 MIN_POOL_DOCS = 10
-DEFAULT_SCORE = "bits_per_token"  # the same default as `infoprune export`
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Model and data sizes of every arm; `steps` is the full arm's number of optimiser steps.
-
-    The pool is about `steps` batches of tokens, so the full arm sees it about once, and arms
-    that keep less data repeat it (equal-steps) or stop earlier (equal-epochs).
-    """
-
-    size: str = "tiny"
-    steps: int = 280
-    seq_len: int = 128
-    # Short CPU runs learn more per token (and per second) from small batches than the probe's 16.
-    batch_size: int = 8
-    vocab: int = 4096  # only when a tokenizer has to be trained
-    pool_bytes: int = 900_000
-    eval_bytes: int = 120_000
-
-
-# Sized for a laptop CPU with the probe's 8192-token vocabulary (measured in docs/validation.md):
-# --quick, one ratio and one seed, within 3 minutes; the default, 3 ratios x 3 seeds, within 30.
-PRESETS = {
-    "default": Settings(),
-    "quick": Settings(steps=120, pool_bytes=400_000, eval_bytes=50_000),
-}
-
-
-@dataclass(frozen=True)
-class Spec:
-    """Everything that determines a validation's numbers (its id is a hash of this)."""
-
-    run_id: str
-    score: str
-    rule: str
-    ratios: tuple[tuple[float, float], ...]  # (low, high) pruned share of each ratio
-    seeds: int
-    budget: str
-    settings: Settings
-    quick: bool = False
-
-    @property
-    def validation_id(self) -> str:
-        blob = json.dumps(
-            [self.run_id, self.score, self.rule, self.ratios, self.seeds, self.budget]
-            + [asdict(self.settings)],
-            sort_keys=True,
-        )
-        return "val-" + hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-    @property
-    def ratio_values(self) -> list[float]:
-        """The `ratio` of each result row: the total share of samples the rule prunes."""
-        return [round(lo + hi, 10) for lo, hi in self.ratios]
-
-    def arms(self) -> list[tuple[str, float | None, int]]:
-        """(arm, ratio, seed) in training order: seed by seed, so early rows already compare."""
-        out = []
-        for seed in range(self.seeds):
-            out.append(("full", None, seed))
-            for r in self.ratio_values:
-                out += [("pruned", r, seed), ("random", r, seed)]
-        return out
-
-    def argv(self) -> list[str]:
-        """`infoprune validate` flags that rebuild this spec."""
-        out = ["validate", "--run", self.run_id, "--score", self.score, "--rule", self.rule]
-        out += ["--ratios", format_ratios(self.rule, self.ratios), "--seeds", str(self.seeds)]
-        out += ["--size", self.settings.size, "--budget", self.budget]
-        return out + (["--quick"] if self.quick else [])
-
-
-def make_spec(
-    run_id: str,
-    rule: str,
-    ratios: str,
-    score: str = DEFAULT_SCORE,
-    seeds: int | None = None,
-    size: str = "tiny",
-    budget: str = "equal-steps",
-    quick: bool = False,
-) -> Spec:
-    """A Spec from CLI-style values; --quick means one seed unless SEEDS says otherwise."""
-    if budget not in BUDGETS:
-        raise InputError(f"unknown budget '{budget}' — use {' or '.join(BUDGETS)}")
-    if size not in SIZES:
-        raise InputError(f"unknown size '{size}' — use {' or '.join(SIZES)}")
-    seeds = seeds if seeds is not None else (1 if quick else 3)
-    if seeds < 1:
-        raise InputError("--seeds must be 1 or more")
-    settings = replace(PRESETS["quick" if quick else "default"], size=size)
-    return Spec(run_id, score, rule, parse_ratios(rule, ratios), seeds, budget, settings, quick)
-
-
-def parse_ratios(rule: str, text: str) -> tuple[tuple[float, float], ...]:
-    """Comma-separated ratios as (low, high) pruned shares.
-
-    prune-low R prunes (R, 0) and prune-high R (0, R). keep-middle takes LOW:HIGH pairs, and a
-    plain R means R/2 from each end. Every ratio prunes something and keeps something; ratios
-    whose totals coincide cannot share one validation (the total is the x axis).
-    """
-    from core.prune import RULES, Rule
-
-    if rule not in RULES:
-        raise InputError(f"unknown rule '{rule}'; rules are: {', '.join(RULES)}")
-    out: list[tuple[float, float]] = []
-    for part in (p.strip() for p in str(text).split(",")):
-        if not part:
-            continue
-        try:
-            values = [float(v) for v in part.split(":")]
-        except ValueError:
-            raise InputError(f"ratio '{part}' is not a number (e.g. 0.1,0.2,0.3)") from None
-        if len(values) == 2 and rule != "keep-middle":
-            raise InputError(f"'{part}': LOW:HIGH pairs are for keep-middle; {rule} takes R")
-        if len(values) > 2:
-            raise InputError(f"ratio '{part}' has more than two parts — write LOW:HIGH")
-        if len(values) == 1:
-            r = values[0]
-            pair = {"prune-low": (r, 0.0), "prune-high": (0.0, r)}.get(rule, (r / 2, r / 2))
-        else:
-            pair = (values[0], values[1])
-        pair = (round(pair[0], 10), round(pair[1], 10))
-        Rule(rule, *(pair if rule == "keep-middle" else _one_side(rule, pair)))
-        if not 0 < sum(pair) < 1:
-            raise InputError(
-                f"ratio '{part}' must prune more than 0 and less than all of the samples"
-            )
-        out.append(pair)
-    if not out:
-        raise InputError("--ratios is empty — pass e.g. 0.1,0.2,0.3")
-    totals = [round(sum(p), 10) for p in out]
-    if len(set(totals)) < len(totals):
-        raise InputError(
-            f"ratios {text!r} prune the same total share twice — give each ratio once "
-            "(compare splits of one total in separate validations)"
-        )
-    return tuple(out)
-
-
-def _one_side(rule: str, pair: tuple[float, float]) -> tuple[float | None, float | None]:
-    return (pair[0], None) if rule == "prune-low" else (None, pair[1])
-
-
-def _rule_for(rule: str, pair: tuple[float, float]):
-    from core.prune import Rule
-
-    return Rule(rule, *(pair if rule == "keep-middle" else _one_side(rule, pair)))
-
-
-def format_ratios(rule: str, ratios) -> str:
-    if rule == "keep-middle":
-        return ",".join(f"{lo:g}:{hi:g}" for lo, hi in ratios)
-    return ",".join(f"{lo + hi:g}" for lo, hi in ratios)
 
 
 def check_spec(store: Store, spec: Spec) -> dict:
@@ -213,79 +64,6 @@ def check_spec(store: Store, spec: Spec) -> dict:
     run = check_run_current(store, spec.run_id)
     check_score(store, spec.run_id, spec.score)
     return run
-
-
-# ---- pure selection helpers -------------------------------------------------------------------
-
-
-def seeded_order(ids: list[str], seed: int) -> list[int]:
-    """Positions of IDS in a seeded random order that depends on the ids only, not on row order."""
-    keys = [hashlib.sha256(f"{seed}\x00{i}".encode()).digest() for i in ids]
-    return sorted(range(len(ids)), key=keys.__getitem__)
-
-
-def split_eval_pool(
-    ids: list[str],
-    n_bytes: list[int],
-    excluded: set[str],
-    eval_bytes: int,
-    pool_bytes: int,
-    seed: int = SPLIT_SEED,
-) -> tuple[list[int], list[int]]:
-    """(eval, pool) positions: disjoint, each filled in seeded order until its byte cap is reached.
-
-    EXCLUDED samples (those the probe saw) never enter the evaluation set; they may be in the pool,
-    since an export of the rule would contain them too.
-    """
-    order = seeded_order(ids, seed)
-    eval_pos, pool_pos = [], []
-    got = 0
-    for p in order:
-        if got >= eval_bytes:
-            break
-        if ids[p] not in excluded:
-            eval_pos.append(p)
-            got += n_bytes[p]
-    taken = set(eval_pos)
-    got = 0
-    for p in order:
-        if got >= pool_bytes:
-            break
-        if p not in taken:
-            pool_pos.append(p)
-            got += n_bytes[p]
-    return eval_pos, pool_pos
-
-
-def matched_random(n_tokens: list[int], target: int, seed: int) -> list[int]:
-    """Indexes of a seeded random subset whose token count is within one document of TARGET.
-
-    A greedy fill of a seeded permutation: the shortest prefix reaching TARGET, or one document
-    less when that is closer.
-    """
-    perm = np.random.default_rng(seed).permutation(len(n_tokens))
-    total = 0
-    for k, i in enumerate(perm):
-        if total + n_tokens[i] >= target:
-            over = total + n_tokens[i] - target
-            take = k + 1 if over <= target - total else k
-            return sorted(int(j) for j in perm[:take])
-        total += n_tokens[i]
-    return sorted(int(j) for j in perm)
-
-
-def packed_rows(n_tokens: list[int], seq_len: int) -> int:
-    """Rows `core.probe.pack_rows` makes of documents with these token counts."""
-    stream = sum(n_tokens) + len(n_tokens)  # one EOS before each document
-    return max(1, math.ceil((stream - 1) / seq_len))
-
-
-def arm_steps(spec: Spec, rows: int, full_rows: int) -> int:
-    """Optimiser steps of an arm: the full arm's under equal-steps, or as many passes under
-    equal-epochs."""
-    if spec.budget == "equal-steps":
-        return spec.settings.steps
-    return max(1, round(spec.settings.steps * rows / full_rows))
 
 
 # ---- running a validation ---------------------------------------------------------------------
@@ -313,6 +91,27 @@ class Outcome:
     results: list[dict] = field(default_factory=list)
 
 
+class Trainer:
+    """Trains and evaluates an arm with `core.training`; a test passes one that records its data."""
+
+    def train(self, tokenizer, texts, eval_texts, config, budget, seed, cancel, on_progress):
+        """(model, TrainStats) as `train_lm` returns them."""
+        return train_lm(
+            tokenizer,
+            texts,
+            eval_texts,
+            config,
+            budget,
+            seed=seed,
+            cancel=cancel,
+            on_progress=on_progress,
+        )
+
+    def evaluate(self, model, tokenizer, texts) -> tuple[float, float]:
+        """(bits per token, bits per byte) of TEXTS, as `evaluate_bits` measures them."""
+        return evaluate_bits(model, tokenizer, texts)
+
+
 @dataclass
 class _Data:
     eval_texts: list[str]
@@ -323,75 +122,87 @@ class _Data:
     info: dict
 
 
+@dataclass
+class _Job:
+    """One process's work on a validation: what it trains, with what, and whom it tells."""
+
+    store: Store
+    spec: Spec
+    run: dict
+    cancel: CancelToken
+    on_event: Callable[[ArmEvent], None] | None
+    trainer: Trainer
+
+    def emit(self, event: ArmEvent) -> None:
+        if self.on_event:
+            self.on_event(event)
+
+
 def run_validation(
     store: Store,
     spec: Spec,
     cancel: CancelToken | None = None,
     on_event: Callable[[ArmEvent], None] | None = None,
+    trainer: Trainer | None = None,
 ) -> Outcome:
     """Train every arm of SPEC not yet in the store (resuming a stopped validation)."""
-    cancel = cancel or CancelToken()
     run = check_spec(store, spec)
     vid = spec.validation_id
     arms = spec.arms()
     _claim(store, spec, run, len(arms))
+    job = _Job(store, spec, run, cancel or CancelToken(), on_event, trainer or Trainer())
     try:
-        status = _train_arms(store, spec, run, arms, cancel, on_event)
+        status = _train_arms(job, arms)
     except BaseException as exc:
-        _finish(store, vid, "failed", str(exc).splitlines()[0] if str(exc) else repr(exc))
+        _finish(store, vid, "failed", first_line(exc))
         raise
     _finish(store, vid, status)
     if status == "done":
-        shutil.rmtree(_work_dir(store, vid), ignore_errors=True)
+        shutil.rmtree(work_dir(store, vid), ignore_errors=True)
     return Outcome(vid, status, result_rows(load_results(store, vid)))
 
 
-def _train_arms(store, spec: Spec, run, arms, cancel, on_event) -> str:
-    from core.probe import Budget, ProbeConfig, evaluate_bits, train_lm
-
+def _train_arms(job: _Job, arms) -> str:
+    store, spec = job.store, job.spec
     vid = spec.validation_id
     done = set(_done_keys(store, vid))
     todo = [key for key in arms if key not in done]
-    if on_event:
-        for i, (arm, ratio, seed) in enumerate(arms, 1):
-            if (arm, ratio, seed) in done:
-                on_event(ArmEvent(i, len(arms), arm, ratio, seed, skipped=True))
+    for i, (arm, ratio, seed) in enumerate(arms, 1):
+        if (arm, ratio, seed) in done:
+            job.emit(ArmEvent(i, len(arms), arm, ratio, seed, skipped=True))
     if not todo:
         return "done"
-    data = _prepare_data(store, spec, run)
+    data = _prepare_data(store, spec, job.run)
     _record_info(store, vid, data.info)
     s = spec.settings
-    config = ProbeConfig(
-        size=s.size, vocab=s.vocab, seq_len=s.seq_len, batch_size=s.batch_size, eval_rows=4
-    )
+    config = s.config()
     full_rows = packed_rows(data.pool_tokens, s.seq_len)
     for i, (arm, ratio, seed) in enumerate(arms, 1):
         if (arm, ratio, seed) in done:
             continue
-        if cancel.cancelled:
+        if job.cancel.cancelled:
             return "cancelled"
         positions = _arm_positions(data, arm, ratio, seed)
         tokens = [data.pool_tokens[p] for p in positions]
         steps = arm_steps(spec, packed_rows(tokens, s.seq_len), full_rows)
 
         def progress(p, i=i, arm=arm, ratio=ratio, seed=seed):
-            if on_event:
-                on_event(ArmEvent(i, len(arms), arm, ratio, seed, p.step, p.total_steps or 0))
+            job.emit(ArmEvent(i, len(arms), arm, ratio, seed, p.step, p.total_steps or 0))
 
         start = time.monotonic()
-        model, stats = train_lm(
+        model, stats = job.trainer.train(
             data.tokenizer,
             [data.pool_texts[p] for p in positions],
             data.eval_texts,
             config,
             Budget(steps=steps),
-            seed=seed,
-            cancel=cancel,
-            on_progress=progress,
+            seed,
+            job.cancel,
+            progress,
         )
         if stats.status != "done":
             return "cancelled"
-        bpt, bpb = evaluate_bits(model, data.tokenizer, data.eval_texts)
+        bpt, bpb = job.trainer.evaluate(model, data.tokenizer, data.eval_texts)
         row = {
             "arm": arm,
             "ratio": ratio,
@@ -403,8 +214,7 @@ def _train_arms(store, spec: Spec, run, arms, cancel, on_event) -> str:
             "seconds": time.monotonic() - start,
         }
         _insert_result(store, vid, row)
-        if on_event:
-            on_event(ArmEvent(i, len(arms), arm, ratio, seed, steps, steps, result=row))
+        job.emit(ArmEvent(i, len(arms), arm, ratio, seed, steps, steps, result=row))
     return "done"
 
 
@@ -421,7 +231,6 @@ def _arm_positions(data: _Data, arm: str, ratio: float | None, seed: int) -> lis
 
 def _prepare_data(store: Store, spec: Spec, run: dict) -> _Data:
     """The evaluation set, the pool, the kept part of the pool per ratio, and the tokenizer."""
-    from core.probe import encode
     from core.prune import load_ranking, select, selected_row_idx
 
     with store.connect() as con:
@@ -461,7 +270,7 @@ def _prepare_data(store: Store, spec: Spec, run: dict) -> _Data:
     ranking = load_ranking(store, spec.run_id, spec.score)
     kept: dict[float, list[int]] = {}
     for pair, ratio in zip(spec.ratios, spec.ratio_values, strict=True):
-        selection = select(ranking, _rule_for(spec.rule, pair))
+        selection = select(ranking, rule_for(spec.rule, pair))
         kept_rows = set(selected_row_idx(ranking, selection, "kept").tolist())
         kept[ratio] = [k for k, p in enumerate(pool_pos) if row_idx[p] in kept_rows]
     info = {
@@ -480,9 +289,7 @@ def _tokenizer(store: Store, spec: Spec, run: dict, pool_texts: list[str]):
     trained on the pool. Saved in the validation's work folder so a resume uses the very same."""
     from transformers import AutoTokenizer
 
-    from core.probe import train_tokenizer
-
-    cache = _work_dir(store, spec.validation_id) / "tokenizer"
+    cache = work_dir(store, spec.validation_id) / "tokenizer"
     if (cache / "source.txt").exists():
         return AutoTokenizer.from_pretrained(cache), (cache / "source.txt").read_text()
     tokenizer = _run_tokenizer(run["model"])
@@ -501,12 +308,12 @@ def _run_tokenizer(model: str):
     """The tokenizer of a local model directory, if it has an EOS and a modest vocabulary."""
     from transformers import AutoTokenizer
 
-    from core.models import _TOKENIZER_FILES, looks_like_path
+    from core.models import TOKENIZER_FILES, looks_like_path
 
     path = Path(model).expanduser()
     if not looks_like_path(model) or not path.is_dir():
         return None
-    if not any((path / f).exists() for f in _TOKENIZER_FILES):
+    if not any((path / f).exists() for f in TOKENIZER_FILES):
         return None
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.eos_token_id is None or len(tokenizer) > MAX_REUSED_VOCAB:
@@ -514,7 +321,8 @@ def _run_tokenizer(model: str):
     return tokenizer
 
 
-def _work_dir(store: Store, validation_id: str) -> Path:
+def work_dir(store: Store, validation_id: str) -> Path:
+    """The validation's folder beside the store (its tokenizer), removed when it is done."""
     from core.config import jobs_dir
 
     return jobs_dir(store.path) / "validations" / validation_id
@@ -715,7 +523,7 @@ def write_results_json(path: str | Path, results: pd.DataFrame) -> None:
 
 def available_scores(store: Store, run_id: str) -> list[str]:
     """Scores a rule can rank RUN by (those whose columns hold values in the run)."""
-    from core.measures.registry import score_columns, score_names
+    from core.scores import score_columns, score_names
     from core.scoring import run_score_columns
 
     present = set(run_score_columns(store, run_id))

@@ -12,6 +12,7 @@ from core.errors import InputError
 from core.jobs import job_error
 from core.probe import cancel_probe, list_probes, probe_curve, start_probe_job
 from core.scoring import ScoreOptions, cancel_run, list_runs, start_score_job
+from core.train_options import DEFAULT_MINUTES, SIZES, Budget, ProbeOptions, TrainConfig
 from ui.common import fmt_int, get_store, pick_dataset, require_access
 
 require_access()  # first: see ui/common.py
@@ -161,32 +162,29 @@ def probe_form(dataset: str) -> None:
         "(`gpt2`, `EleutherAI/pythia-160m`) for large, general web corpora."
     )
     default_out = get_store().path.parent / "probes" / dataset
+    default = ProbeOptions()
     with st.form("train_probe"):
         out_dir = st.text_input(
             "Output directory (new, or a stopped probe's to resume)", str(default_out)
         )
         c1, c2, c3, c4 = st.columns(4)
-        fraction = c1.number_input("Training fraction", 0.01, 1.0, 0.2, 0.05)
-        size = c2.selectbox("Size", ["tiny", "small", "base"], index=1)
-        minutes = c3.number_input("Minutes of training", 0.5, 600.0, 10.0, 0.5)
-        seed = c4.number_input("Seed", 0, 10_000, 0)
+        fraction = c1.number_input("Training fraction", 0.01, 1.0, default.fraction, 0.05)
+        size = c2.selectbox("Size", list(SIZES), index=list(SIZES).index(default.config.size))
+        minutes = c3.number_input("Minutes of training", 0.5, 600.0, DEFAULT_MINUTES, 0.5)
+        seed = c4.number_input("Seed", 0, 10_000, default.seed)
         c5, c6 = st.columns(2)
-        vocab = c5.number_input("Vocabulary", 512, 65536, 8192, 1024)
-        seq_len = c6.number_input("Context (tokens)", 256, 2048, 256, 64)
+        vocab = c5.number_input("Vocabulary", 512, 65536, default.config.vocab, 1024)
+        seq_len = c6.number_input("Context (tokens)", 256, 2048, default.config.seq_len, 64)
         submitted = st.form_submit_button("Train probe")
     if submitted:
         try:
-            probe_id = start_probe_job(
-                store,
-                dataset,
-                out_dir,
+            opts = ProbeOptions(
                 fraction=float(fraction),
-                size=size,
-                vocab=int(vocab),
-                seq_len=int(seq_len),
-                minutes=float(minutes),
                 seed=int(seed),
+                config=TrainConfig(size=size, vocab=int(vocab), seq_len=int(seq_len)),
+                budget=Budget(minutes=float(minutes)),
             )
+            probe_id = start_probe_job(store, dataset, out_dir, opts)
         except InputError as exc:
             st.error(str(exc))
         else:

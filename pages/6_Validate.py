@@ -8,29 +8,27 @@ import streamlit as st
 
 from core.errors import InputError
 from core.validate import (
-    BUDGETS,
-    DEFAULT_SCORE,
-    PRESETS,
-    SIZES,
     available_scores,
     cancel_validation,
     list_validations,
     load_results,
-    make_spec,
     resume_validation_job,
     start_validation_job,
     summarize,
     validation_log,
 )
-from ui.common import fmt_int, get_store, pick_run, require_access, show_error
+from core.validation_spec import (
+    ARM_SIZES,
+    BUDGETS,
+    DEFAULT_SCORE,
+    PRESETS,
+    ValidateOptions,
+    make_spec,
+)
+from ui.common import RULE_LABELS, fmt_int, get_store, pick_run, require_access, show_error
 
 require_access()  # first: see ui/common.py
 
-RULE_LABELS = {
-    "prune-low": "Prune the lowest",
-    "prune-high": "Prune the highest",
-    "keep-middle": "Keep a middle band",
-}
 BUDGET_LABELS = {
     "equal-steps": "Equal steps (same compute for every arm)",
     "equal-epochs": "Equal epochs (pruned arms train less: the compute-saving view)",
@@ -59,13 +57,13 @@ def start_form(run_id: str) -> None:
         rule = c2.selectbox("Rule", list(RULE_LABELS), format_func=RULE_LABELS.get)
         ratios = st.text_input(
             "Ratios (shares of samples pruned)",
-            "0.1,0.2,0.3",
+            ValidateOptions.ratios,
             help="Comma-separated. For keep-middle, LOW:HIGH pairs such as 0.1:0.05; a plain "
             "R there prunes R/2 from each end.",
         )
         c3, c4 = st.columns(2)
         seeds = c3.number_input("Seeds", min_value=1, max_value=10, value=3)
-        size = c4.selectbox("Model size", SIZES)
+        size = c4.selectbox("Model size", ARM_SIZES)
         budget = st.radio("Budget", BUDGETS, format_func=BUDGET_LABELS.get)
         quick = st.checkbox(
             "Quick: a smaller pool and fewer steps (a minute or two per ratio and seed)",
@@ -76,7 +74,7 @@ def start_form(run_id: str) -> None:
     if not submitted:
         return
     try:
-        spec = make_spec(
+        opts = ValidateOptions(
             run_id,
             rule,
             ratios,
@@ -86,6 +84,7 @@ def start_form(run_id: str) -> None:
             budget=budget,
             quick=quick,
         )
+        spec = make_spec(opts)
         vid = start_validation_job(store, spec)
     except InputError as exc:
         show_error(exc)

@@ -14,23 +14,20 @@ from core.cli import main
 from core.errors import InputError
 from core.ingest import ingest_dataset
 from core.jobs import CancelToken
+from core.models import weights_hash
+from core.options import to_argv
 from core.probe import (
-    Budget,
-    ProbeConfig,
-    ProbeOptions,
     cancel_probe,
-    evaluate_bits,
     list_probes,
-    pack_rows,
+    lock_out_dir,
     probe_curve,
     run_probe,
     split_ids,
     start_probe_job,
-    train_lm,
-    train_tokenizer,
-    weights_hash,
 )
 from core.store import Store
+from core.train_options import Budget, ProbeOptions, TrainConfig
+from core.training import evaluate_bits, pack_rows, train_lm, train_tokenizer
 from tests.conftest import corpus_texts, write_jsonl
 
 # Tiny enough to train in seconds on two cores: short documents, vocabulary 500, 4 rows a step.
@@ -50,6 +47,12 @@ def ingest(store: Store, tmp_path: Path, n: int, name: str = "docs") -> None:
 
 def read_ids(out: Path, value) -> list[str]:
     return (out / value).read_text().splitlines() if isinstance(value, str) else value
+
+
+def tiny(vocab: int, batch_size: int, steps: int) -> ProbeOptions:
+    """A tiny probe of half the samples, trained STEPS steps."""
+    config = TrainConfig(size="tiny", vocab=vocab, batch_size=batch_size)
+    return ProbeOptions(fraction=0.5, config=config, budget=Budget(steps=steps))
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +92,32 @@ def test_split_is_reproducible_disjoint_and_independent_of_row_order():
     # Other fractions keep the same validation slice, so their probes compare on the same text.
     assert split_ids(ids, 0.6, seed=7)[1] == val
     assert len(split_ids(ids, 1.0, seed=7)[0]) == 950
+
+
+def test_options_are_the_flags_and_keep_the_checkpoint_key():
+    from core.cli import build_parser
+    from core.options import from_args
+
+    opts = ProbeOptions(fraction=0.3, config=TrainConfig(size="tiny", lr=1e-3), budget=Budget())
+    argv = ["train-probe", "--dataset", "d", "--out", "o", *to_argv(opts)]
+    assert from_args(ProbeOptions, build_parser().parse_args(argv)) == opts
+    assert "--minutes" not in argv and "--lr" in argv
+    # A checkpoint written before the options were regrouped must still resume: same key.
+    assert tiny(vocab=400, batch_size=4, steps=10).key("fp") == "6ea7be5a3280e2ea"
+    assert ProbeOptions().key("fp") == "c154b62229d8e94f"
+
+
+def test_training_needs_no_store_and_the_flags_need_no_torch():
+    import subprocess
+    import sys
+
+    def loaded(modules: str) -> str:
+        heavy = "{'core.store', 'torch', 'pandas'}"
+        code = f"import sys, {modules}; print(sorted({heavy} & set(sys.modules)))"
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
+
+    assert loaded("core.training") == "['torch']\n"
+    assert loaded("core.commands.train_probe, core.commands.validate") == "[]\n"
 
 
 def test_packing_predicts_every_token_once_with_documents_after_eos():
@@ -145,12 +174,10 @@ def test_probe_loads_with_plain_transformers_and_scores_like_the_card(trained):
 
 
 def test_probe_samples_say_which_samples_trained_it(trained):
-    from core import models
-
     store, out, _ = trained
     card = json.loads((out / "infoprune.json").read_text())
     # The same hash scoring records, so Explore can join probe_samples to runs.
-    assert weights_hash(out) == models.weights_hash(out) == card["model_hash"]
+    assert weights_hash(out) == card["model_hash"]
     rows = store.query(
         "SELECT role, count(*), count(DISTINCT sample_id) FROM probe_samples "
         "WHERE model_hash = ? AND fingerprint = ? GROUP BY role ORDER BY role",
@@ -176,7 +203,7 @@ def test_probe_row_and_loss_curve(trained):
 
 def test_cancel_then_rerun_resumes_from_the_checkpoint(store, tmp_path):
     ingest(store, tmp_path, 40)
-    opts = ProbeOptions(fraction=0.5, size="tiny", vocab=400, batch_size=4, steps=10)
+    opts = tiny(vocab=400, batch_size=4, steps=10)
     out = tmp_path / "probe"
     cancel = CancelToken()
     seen: list[int] = []
@@ -216,7 +243,7 @@ def test_large_weights_are_saved_in_bf16_and_score_in_float32(store, tmp_path, m
 
     monkeypatch.setattr(probe, "MAX_FP32_BYTES", 0)  # as if the model were over the size limit
     ingest(store, tmp_path, 20)
-    opts = ProbeOptions(fraction=0.5, size="tiny", vocab=300, batch_size=2, steps=2)
+    opts = tiny(vocab=300, batch_size=2, steps=2)
     outcome = run_probe(store, "docs", tmp_path / "p", opts)
     weights = load_file(tmp_path / "p" / "model.safetensors")
     assert {t.dtype for t in weights.values()} == {torch.bfloat16}
@@ -232,7 +259,7 @@ def test_large_weights_are_saved_in_bf16_and_score_in_float32(store, tmp_path, m
 def test_train_lm_without_a_store_stops_when_its_time_is_up():
     texts = [r["text"] for r in short_docs(30)]
     tok = train_tokenizer(texts[:25], 400)
-    config = ProbeConfig(size="tiny", vocab=400, batch_size=2)
+    config = TrainConfig(size="tiny", vocab=400, batch_size=2)
     model, stats = train_lm(tok, texts[:25], texts[25:], config, Budget(minutes=0.05))
     assert stats.status == "done" and stats.steps == stats.total_steps >= 1
     assert 3 <= stats.seconds < 20  # the budget, plus the step and evaluation in flight
@@ -246,9 +273,7 @@ def test_background_job_reports_progress_and_cancels_to_a_checkpoint(store, tmp_
 
     ingest(store, tmp_path, 40)
     out = tmp_path / "probe"
-    probe_id = start_probe_job(
-        store, "docs", out, fraction=0.5, size="tiny", vocab=400, batch_size=2, steps=100000
-    )
+    probe_id = start_probe_job(store, "docs", out, tiny(vocab=400, batch_size=2, steps=100000))
     assert list_probes(store).iloc[0]["status"] in ("queued", "running")
     deadline = time.monotonic() + 180
     while list_probes(store).iloc[0]["step"] < 5:
@@ -266,9 +291,9 @@ def test_background_job_reports_progress_and_cancels_to_a_checkpoint(store, tmp_
 def test_background_job_refuses_bad_input_before_starting(store, tmp_path):
     ingest(store, tmp_path, 12)
     with pytest.raises(InputError, match="--fraction"):
-        start_probe_job(store, "docs", tmp_path / "p", fraction=2.0)
+        start_probe_job(store, "docs", tmp_path / "p", ProbeOptions(fraction=2.0))
     with pytest.raises(InputError, match="unknown dataset"):
-        start_probe_job(store, "nope", tmp_path / "p")
+        start_probe_job(store, "nope", tmp_path / "p", ProbeOptions())
     assert store.query("SELECT count(*) FROM jobs")[0][0] == 0
     assert list_probes(store).empty
 
@@ -351,11 +376,9 @@ def test_checkpoint_of_other_options_is_not_resumed(store, tmp_path, capsys):
 
 
 def test_a_directory_being_trained_is_refused(store, tmp_path, capsys):
-    from core.probe import _lock_out_dir
-
     ingest(store, tmp_path, 12)
     out = tmp_path / "p"
-    with _lock_out_dir(out):  # as a training process holds it
+    with lock_out_dir(out):  # as a training process holds it
         rc = main(["train-probe", "--dataset", "docs", "--out", str(out), "--db", str(store.path)])
     assert rc == 2 and "another process" in error_line(capsys)
 

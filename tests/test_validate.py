@@ -9,19 +9,32 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import core.probe
 from core import processes, validate
 from core.cli import main
 from core.errors import InputError
 from core.ingest import ingest_dataset
 from core.jobs import CancelToken
-from core.prune import Rule, load_ranking, select, selected_row_idx
+from core.prune import load_ranking, select, selected_row_idx
+from core.rules import Rule
 from core.scoring import ScoreOptions, score_dataset
 from core.store import Store
+from core.training import encode, pack_rows
+from core.validation_spec import (
+    PRESETS,
+    Settings,
+    Spec,
+    ValidateOptions,
+    arm_steps,
+    make_spec,
+    matched_random,
+    packed_rows,
+    parse_ratios,
+    split_eval_pool,
+)
 from tests.conftest import ROOT, corpus_texts, write_jsonl
 
 # Seconds, not minutes: a few steps of the tiny model on a small pool.
-TEST_SETTINGS = validate.Settings(
+TEST_SETTINGS = Settings(
     size="tiny", steps=4, seq_len=32, batch_size=4, vocab=300, pool_bytes=30_000, eval_bytes=8_000
 )
 N_DOCS = 150
@@ -31,29 +44,30 @@ PROBE_TRAIN = 40  # samples marked as having trained the run's model
 @pytest.fixture(scope="module", autouse=True)
 def _small_presets():
     with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(validate.PRESETS, "default", TEST_SETTINGS)
-        mp.setitem(validate.PRESETS, "quick", TEST_SETTINGS)
+        mp.setitem(PRESETS, "default", TEST_SETTINGS)
+        mp.setitem(PRESETS, "quick", TEST_SETTINGS)
         yield
 
 
-class Recorder:
-    """Wraps the probe's train_lm / evaluate_bits and remembers what each arm trained on."""
+def spec_of(*args, **options) -> Spec:
+    return make_spec(ValidateOptions(*args, **options))
 
-    def __init__(self, mp: pytest.MonkeyPatch):
-        self.train: list[dict] = []
-        self.eval: list[list[str]] = []
-        real_train, real_eval = core.probe.train_lm, core.probe.evaluate_bits
 
-        def train_lm(tokenizer, train_texts, val_texts, config, budget, seed=0, **kw):
-            self.train.append({"texts": list(train_texts), "steps": budget.steps, "seed": seed})
-            return real_train(tokenizer, train_texts, val_texts, config, budget, seed, **kw)
+class Recorder(validate.Trainer):
+    """The real trainer, remembering what each arm trained and was evaluated on."""
 
-        def evaluate_bits(model, tokenizer, texts):
-            self.eval.append(list(texts))
-            return real_eval(model, tokenizer, texts)
+    def __init__(self):
+        self.trained: list[dict] = []
+        self.evaluated: list[list[str]] = []
 
-        mp.setattr(core.probe, "train_lm", train_lm)
-        mp.setattr(core.probe, "evaluate_bits", evaluate_bits)
+    def train(self, tokenizer, texts, eval_texts, config, budget, seed, cancel, on_progress):
+        self.trained.append({"texts": list(texts), "steps": budget.steps, "seed": seed})
+        args = (tokenizer, texts, eval_texts, config, budget, seed, cancel, on_progress)
+        return super().train(*args)
+
+    def evaluate(self, model, tokenizer, texts):
+        self.evaluated.append(list(texts))
+        return super().evaluate(model, tokenizer, texts)
 
 
 def _build(tmp: Path, model: str) -> tuple[Store, str, list[dict]]:
@@ -72,16 +86,17 @@ def _build(tmp: Path, model: str) -> tuple[Store, str, list[dict]]:
 
 @pytest.fixture(scope="module")
 def done(tmp_path_factory, tiny_model_dir):
-    """One finished validation through the CLI: 2 seeds × (full + 2 ratios × pruned/random)."""
+    """One finished validation, 2 seeds × (full + 2 ratios × pruned/random), then its CLI command,
+    which finds every arm done and writes the JSON."""
     tmp = tmp_path_factory.mktemp("validate")
     store, run_id, docs = _build(tmp, str(tiny_model_dir))
     json_path = tmp / "out" / "results.json"
+    spec = spec_of(run_id, "prune-low", "0.2,0.4", seeds=2)
+    rec = Recorder()
+    validate.run_validation(store, spec, trainer=rec)
     argv = ["validate", "--run", run_id, "--rule", "prune-low", "--ratios", "0.2,0.4"]
     argv += ["--seeds", "2", "--json", str(json_path), "--db", str(store.path)]
-    with pytest.MonkeyPatch.context() as mp:
-        rec = Recorder(mp)
-        rc = main(argv)
-    spec = validate.make_spec(run_id, "prune-low", "0.2,0.4", seeds=2)
+    rc = main(argv)
     return {
         "rc": rc,
         "store": store,
@@ -102,7 +117,7 @@ def test_split_is_disjoint_seeded_order_free_and_skips_probe_samples():
     ids = [f"doc{i}" for i in range(400)]
     n_bytes = [rng.randrange(10, 500) for _ in ids]
     excluded = set(ids[:150])
-    ev, pool = validate.split_eval_pool(ids, n_bytes, excluded, eval_bytes=5_000, pool_bytes=20_000)
+    ev, pool = split_eval_pool(ids, n_bytes, excluded, eval_bytes=5_000, pool_bytes=20_000)
     assert not set(ev) & set(pool)
     assert not {ids[p] for p in ev} & excluded
     assert {ids[p] for p in pool} & excluded  # the probe's samples may train arms
@@ -112,12 +127,12 @@ def test_split_is_disjoint_seeded_order_free_and_skips_probe_samples():
     # A function of the ids and seed only: shuffled rows give the same sets.
     order = list(range(400))
     random.Random(9).shuffle(order)
-    ev2, pool2 = validate.split_eval_pool(
+    ev2, pool2 = split_eval_pool(
         [ids[i] for i in order], [n_bytes[i] for i in order], excluded, 5_000, 20_000
     )
     assert {ids[order[p]] for p in ev2} == {ids[p] for p in ev}
     assert {ids[order[p]] for p in pool2} == {ids[p] for p in pool}
-    other, _ = validate.split_eval_pool(ids, n_bytes, excluded, 5_000, 20_000, seed=1)
+    other, _ = split_eval_pool(ids, n_bytes, excluded, 5_000, 20_000, seed=1)
     assert set(other) != set(ev)
 
 
@@ -126,39 +141,66 @@ def test_random_subset_matches_tokens_within_one_document():
     tokens = [rng.choice([3, 40, 200, 1500]) for _ in range(300)]
     for seed in range(40):
         target = rng.randrange(1, sum(tokens))
-        picked = validate.matched_random(tokens, target, seed)
+        picked = matched_random(tokens, target, seed)
         got = sum(tokens[i] for i in picked)
         assert len(set(picked)) == len(picked)
         # Within one document: the closer of the prefix that reaches the target and one less.
         assert abs(got - target) <= max(tokens) / 2
-        assert validate.matched_random(tokens, target, seed) == picked
-    assert validate.matched_random(tokens, 5000, 1) != validate.matched_random(tokens, 5000, 2)
-    assert validate.matched_random(tokens, sum(tokens) + 10, 0) == list(range(300))
-    assert len(validate.matched_random([10] * 50, 123, 0)) == 12
+        assert matched_random(tokens, target, seed) == picked
+    assert matched_random(tokens, 5000, 1) != matched_random(tokens, 5000, 2)
+    assert matched_random(tokens, sum(tokens) + 10, 0) == list(range(300))
+    assert len(matched_random([10] * 50, 123, 0)) == 12
 
 
 def test_ratio_conventions():
-    assert validate.parse_ratios("prune-low", "0.1, 0.2,0.3") == ((0.1, 0), (0.2, 0), (0.3, 0))
-    assert validate.parse_ratios("prune-high", "0.25") == ((0, 0.25),)
-    spec = validate.make_spec("r", "keep-middle", "0.1:0.05,0.3")
+    assert parse_ratios("prune-low", "0.1, 0.2,0.3") == ((0.1, 0), (0.2, 0), (0.3, 0))
+    assert parse_ratios("prune-high", "0.25") == ((0, 0.25),)
+    spec = spec_of("r", "keep-middle", "0.1:0.05,0.3")
     assert spec.ratios == ((0.1, 0.05), (0.15, 0.15))
     assert spec.ratio_values == [0.15, 0.3]
     assert "0.1:0.05,0.15:0.15" in spec.argv()
-    assert validate.make_spec("r", "prune-low", "0.2", quick=True).seeds == 1
-    assert validate.make_spec("r", "prune-low", "0.2").seeds == 3
-    arms = validate.make_spec("r", "prune-low", "0.1,0.2", seeds=2).arms()
+    assert spec_of("r", "prune-low", "0.2", quick=True).seeds == 1
+    assert spec_of("r", "prune-low", "0.2").seeds == 3
+    arms = spec_of("r", "prune-low", "0.1,0.2", seeds=2).arms()
     assert len(arms) == 2 * (1 + 2 * 2) and arms[0] == ("full", None, 0)
+
+
+def test_spec_argv_is_the_cli_command_and_keeps_the_validation_id():
+    from core.cli import build_parser
+    from core.options import from_args
+
+    for spec in (
+        spec_of("run-1", "prune-low"),
+        spec_of("run-1", "keep-middle", "0.1:0.05,0.3", score="word_entropy", seeds=2, quick=True),
+    ):
+        assert make_spec(from_args(ValidateOptions, build_parser().parse_args(spec.argv()))) == spec
+    # Validations started before the options were declared once resume under the same id.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(PRESETS, "default", Settings())
+        mp.setitem(PRESETS, "quick", Settings(steps=120, pool_bytes=400_000, eval_bytes=50_000))
+        assert spec_of("run-1", "prune-low", "0.1,0.2,0.3").validation_id == "val-ef4185984e1f"
+        other = spec_of(
+            "run-1",
+            "keep-middle",
+            "0.1:0.05,0.3",
+            score="word_entropy",
+            seeds=2,
+            size="small",
+            budget="equal-epochs",
+            quick=True,
+        )
+        assert other.validation_id == "val-213d7b766fc8"
 
 
 def test_packed_rows_and_steps_per_budget():
     tok = [5, 70, 1, 300]
     seqs = [[1] * n for n in tok]
-    assert validate.packed_rows(tok, 32) == len(core.probe.pack_rows(seqs, 32, 0)[0])
-    steps = validate.make_spec("r", "prune-low", "0.2").settings.steps
-    epochs = validate.make_spec("r", "prune-low", "0.2", budget="equal-epochs")
-    assert validate.arm_steps(epochs, 50, 100) == round(steps / 2)
-    assert validate.arm_steps(epochs, 100, 100) == steps
-    assert validate.arm_steps(validate.make_spec("r", "prune-low", "0.2"), 50, 100) == steps
+    assert packed_rows(tok, 32) == len(pack_rows(seqs, 32, 0)[0])
+    steps = spec_of("r", "prune-low", "0.2").settings.steps
+    epochs = spec_of("r", "prune-low", "0.2", budget="equal-epochs")
+    assert arm_steps(epochs, 50, 100) == round(steps / 2)
+    assert arm_steps(epochs, 100, 100) == steps
+    assert arm_steps(spec_of("r", "prune-low", "0.2"), 50, 100) == steps
 
 
 def test_summary_is_mean_and_sample_std_over_seeds_with_paired_difference():
@@ -222,14 +264,14 @@ def test_cli_writes_json_and_store_rows(done, capsys):
 
 def test_eval_set_never_trains_an_arm_and_skips_probe_samples(done):
     rec = done["rec"]
-    assert len(rec.train) == 10 and len(rec.eval) == 10
-    eval_texts = set(rec.eval[0])
-    assert all(set(e) == eval_texts for e in rec.eval)  # one fixed held-out set
-    for call in rec.train:
+    assert len(rec.trained) == 10 and len(rec.evaluated) == 10
+    eval_texts = set(rec.evaluated[0])
+    assert all(set(e) == eval_texts for e in rec.evaluated)  # one fixed held-out set
+    for call in rec.trained:
         assert not eval_texts & set(call["texts"])
     probe_texts = {d["text"] for d in done["docs"][:PROBE_TRAIN]}
     assert not eval_texts & probe_texts
-    full_texts = set(rec.train[0]["texts"])
+    full_texts = set(rec.trained[0]["texts"])
     assert full_texts & probe_texts  # the pool is what an export would hold
 
 
@@ -238,7 +280,7 @@ def test_pruned_arm_is_the_exported_kept_set_within_the_pool(done):
     ranking = load_ranking(store, done["run_id"], "bits_per_token")
     text_of = dict(store.query("SELECT row_idx, text FROM samples"))
     for seed in (0, 1):
-        full, *arms = [c["texts"] for c in rec.train if c["seed"] == seed]
+        full, *arms = [c["texts"] for c in rec.trained if c["seed"] == seed]
         for k, ratio in enumerate((0.2, 0.4)):
             selection = select(ranking, Rule("prune-low", ratio))
             kept = {text_of[i] for i in selected_row_idx(ranking, selection, "kept")}
@@ -250,11 +292,9 @@ def test_pruned_arm_is_the_exported_kept_set_within_the_pool(done):
 def test_random_arm_has_the_pruned_arms_tokens_within_one_document(done, tiny_model_dir):
     from transformers import AutoTokenizer
 
-    from core.probe import encode
-
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     rows = json.loads(done["json"].read_text())["results"]
-    full = done["rec"].train[0]["texts"]
+    full = done["rec"].trained[0]["texts"]
     longest = max(len(ids) for ids in encode(tokenizer, full))
     for seed in (0, 1):
         for ratio in (0.2, 0.4):
@@ -271,24 +311,23 @@ def test_random_arm_has_the_pruned_arms_tokens_within_one_document(done, tiny_mo
 
 
 def test_equal_steps_and_equal_epochs(done):
-    assert {c["steps"] for c in done["rec"].train} == {TEST_SETTINGS.steps}
+    assert {c["steps"] for c in done["rec"].trained} == {TEST_SETTINGS.steps}
     store, run_id = done["store"], done["run_id"]
-    spec = validate.make_spec(run_id, "prune-low", "0.4", seeds=1, budget="equal-epochs")
-    with pytest.MonkeyPatch.context() as mp:
-        rec = Recorder(mp)
-        outcome = validate.run_validation(store, spec)
+    spec = spec_of(run_id, "prune-low", "0.4", seeds=1, budget="equal-epochs")
+    rec = Recorder()
+    outcome = validate.run_validation(store, spec, trainer=rec)
     assert outcome.status == "done" and outcome.validation_id != done["spec"].validation_id
     steps = {r["arm"]: r["steps"] for r in outcome.results}
     assert steps["full"] == TEST_SETTINGS.steps
     assert steps["pruned"] == steps["random"] or abs(steps["pruned"] - steps["random"]) <= 1
     assert steps["pruned"] < steps["full"]
-    full, pruned = rec.train[0]["texts"], rec.train[1]["texts"]
+    full, pruned = rec.trained[0]["texts"], rec.trained[1]["texts"]
     assert len(pruned) < len(full)
 
 
 def test_cancelled_validation_resumes_without_retraining_finished_arms(done):
     store, run_id = done["store"], done["run_id"]
-    spec = validate.make_spec(run_id, "prune-high", "0.3", seeds=2)
+    spec = spec_of(run_id, "prune-high", "0.3", seeds=2)
     cancel = CancelToken()
 
     def stop_after_first(event):
@@ -300,31 +339,28 @@ def test_cancelled_validation_resumes_without_retraining_finished_arms(done):
     v = validate.list_validations(store, run_id).set_index("validation_id").loc[spec.validation_id]
     assert (v.status, v.n_done, v.n_total) == ("cancelled", 1, 6)
 
-    with pytest.MonkeyPatch.context() as mp:
-        rec = Recorder(mp)
-        assert main(spec.argv() + ["--db", str(store.path)]) == 0
-    assert len(rec.train) == 5
+    rec = Recorder()
+    assert validate.run_validation(store, spec, trainer=rec).status == "done"
+    assert len(rec.trained) == 5
     results = validate.load_results(store, spec.validation_id)
     assert len(results) == 6 and not results.duplicated(["arm", "ratio", "seed"]).any()
     assert validate.result_rows(results)[0] == outcome.results[0]
 
-    with pytest.MonkeyPatch.context() as mp:
-        rec = Recorder(mp)
-        assert main(spec.argv() + ["--db", str(store.path)]) == 0
-    assert rec.train == []
+    # The same command again trains nothing: every row, its seconds included, stays as it was.
+    assert main(spec.argv() + ["--db", str(store.path)]) == 0
+    assert validate.load_results(store, spec.validation_id).equals(results)
 
 
 def test_model_free_run_trains_a_tokenizer_on_the_pool(tmp_path):
     store, run_id, _ = _build(tmp_path, "none")
-    spec = validate.make_spec(run_id, "keep-middle", "0.1:0.2", score="word_entropy", seeds=1)
-    with pytest.MonkeyPatch.context() as mp:
-        rec = Recorder(mp)
-        outcome = validate.run_validation(store, spec)
+    spec = spec_of(run_id, "keep-middle", "0.1:0.2", score="word_entropy", seeds=1)
+    rec = Recorder()
+    outcome = validate.run_validation(store, spec, trainer=rec)
     assert outcome.status == "done" and [r["ratio"] for r in outcome.results] == [None, 0.3, 0.3]
     v = validate.list_validations(store, run_id).iloc[0]
     assert v.settings["tokenizer"] == "byte-level BPE (300) trained on the pool"
-    assert not set(rec.eval[0]) & {t for c in rec.train for t in c["texts"]}
-    assert not validate._work_dir(store, spec.validation_id).exists()  # tidied when done
+    assert not set(rec.evaluated[0]) & {t for c in rec.trained for t in c["texts"]}
+    assert not validate.work_dir(store, spec.validation_id).exists()  # tidied when done
 
 
 @pytest.mark.parametrize(
@@ -395,14 +431,17 @@ def test_a_running_validation_is_not_started_twice(done):
     import sys
 
     store, run_id = done["store"], done["run_id"]
-    spec = validate.make_spec(run_id, "prune-low", "0.5", seeds=1)
+    spec = spec_of(run_id, "prune-low", "0.5", seeds=1)
+    stopped = CancelToken()
+    stopped.cancel()
+    assert validate.run_validation(store, spec, cancel=stopped).status == "cancelled"
     # A live process whose command line reads like an infoprune job holds the validation.
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "core.cli"])
     try:
-        validate._claim(store, spec, {"dataset": "d"}, 3)
         with store.transaction() as con:
             con.execute(
-                "UPDATE validations SET pid = ?, pid_start = ? WHERE validation_id = ?",
+                "UPDATE validations SET status = 'running', pid = ?, pid_start = ? "
+                "WHERE validation_id = ?",
                 [holder.pid, processes.start_time(holder.pid), spec.validation_id],
             )
         with pytest.raises(InputError, match="already running"):

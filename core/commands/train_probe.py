@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from core.options import add_options, from_args
+from core.train_options import ProbeOptions
+
 
 def register(sub, parents) -> None:
     p = sub.add_parser(
@@ -14,18 +17,7 @@ def register(sub, parents) -> None:
     )
     p.add_argument("--dataset", required=True, metavar="NAME")
     p.add_argument("--out", required=True, metavar="DIR", help="new (or resumable) directory")
-    p.add_argument("--fraction", type=float, default=0.2, help="share of samples to train on")
-    p.add_argument("--size", default="small", choices=["tiny", "small", "base"])
-    p.add_argument("--vocab", type=int, default=8192, help="BPE vocabulary size")
-    p.add_argument("--seq-len", type=int, default=256, help="tokens per row = model context")
-    budget = p.add_mutually_exclusive_group()
-    budget.add_argument("--steps", type=int, metavar="N")
-    budget.add_argument("--epochs", type=float, metavar="E")
-    budget.add_argument("--minutes", type=float, metavar="M", help="default 10")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=16, help="rows per step")
-    p.add_argument("--lr", type=float, help="peak learning rate (default by size)")
-    p.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N")
+    add_options(p, ProbeOptions)
     # Set by start_probe_job so the background process reports into the row the UI already shows.
     p.add_argument("--probe-id", help=argparse.SUPPRESS)
     p.set_defaults(func=run)
@@ -35,21 +27,9 @@ def run(args, store) -> int:
     from tqdm import tqdm
 
     from core.jobs import CancelToken
-    from core.probe import ProbeOptions, run_probe
+    from core.probe import run_probe
 
-    opts = ProbeOptions(
-        fraction=args.fraction,
-        size=args.size,
-        vocab=args.vocab,
-        seq_len=args.seq_len,
-        steps=args.steps,
-        epochs=args.epochs,
-        minutes=args.minutes,
-        seed=args.seed,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        device=args.device,
-    )
+    opts = from_args(ProbeOptions, args)
     cancel = CancelToken().install()
     bar = tqdm(desc="train-probe", unit=" steps", file=sys.stderr, disable=None, dynamic_ncols=True)
     post: dict[str, str] = {}

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import sys
 
+from core.options import add_options, from_args
+from core.validation_spec import ValidateOptions
+
 
 def register(sub, parents) -> None:
     p = sub.add_parser(
@@ -18,27 +21,7 @@ def register(sub, parents) -> None:
             "resumes: finished arms are skipped."
         ),
     )
-    p.add_argument("--run", required=True, metavar="RUN", help="a finished scoring run")
-    p.add_argument("--score", default="bits_per_token", help="score the rule ranks by")
-    p.add_argument("--rule", required=True, choices=["prune-low", "prune-high", "keep-middle"])
-    p.add_argument(
-        "--ratios",
-        default="0.1,0.2,0.3",
-        metavar="R,R,...",
-        help="shares of samples to prune; keep-middle takes LOW:HIGH pairs (0.1:0.05), and a "
-        "plain R there prunes R/2 from each end (default 0.1,0.2,0.3)",
-    )
-    p.add_argument("--seeds", type=int, metavar="N", help="seeds per arm (default 3; 1 if --quick)")
-    p.add_argument("--size", default="tiny", choices=["tiny", "small"], help="model size")
-    p.add_argument(
-        "--budget",
-        default="equal-steps",
-        choices=["equal-steps", "equal-epochs"],
-        help="every arm the same optimiser steps, or the same passes over its data",
-    )
-    p.add_argument(
-        "--quick", action="store_true", help="a smaller pool and fewer steps (demos, tests)"
-    )
+    add_options(p, ValidateOptions)
     p.add_argument("--json", metavar="PATH", help="also write the result rows as JSON")
     p.set_defaults(func=run)
 
@@ -49,22 +32,13 @@ def run(args, store) -> int:
         check_spec,
         format_summary,
         load_results,
-        make_spec,
         run_validation,
         summarize,
         write_results_json,
     )
+    from core.validation_spec import make_spec
 
-    spec = make_spec(
-        args.run,
-        args.rule,
-        args.ratios,
-        score=args.score,
-        seeds=args.seeds,
-        size=args.size,
-        budget=args.budget,
-        quick=args.quick,
-    )
+    spec = make_spec(from_args(ValidateOptions, args))
     check_spec(store, spec)
     cancel = CancelToken().install()
     print(f"validation {spec.validation_id}: {len(spec.arms())} arms", file=sys.stderr)
