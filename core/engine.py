@@ -18,10 +18,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from core.devices import max_positions, resolve_device, resolve_dtype, resolve_window
 from core.errors import InputError
 
 LN2 = math.log(2.0)
-DTYPES = ("float32", "bfloat16", "float16")
 # Head chunks: [rows, vocab_cols] logits are all that is ever materialised (16 MB in fp32); these
 # sizes ran the bf16 head GEMM fastest here (~270 GFLOP/s against ~205 for 2048 x 8192).
 HEAD_ROWS = 1024
@@ -91,16 +91,6 @@ def _with_prefix(ids: list[int], prefix: int | None) -> tuple[list[int], int]:
     return seq, max(len(seq) - 1, 0)
 
 
-def model_max_positions(model) -> int | None:
-    """The longest sequence the model was built for, from its config."""
-    cfg = model.config
-    for name in ("max_position_embeddings", "n_positions", "n_ctx", "seq_length"):
-        value = getattr(cfg, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
-
-
 def naive_score(model, tokenizer, text: str, window: int, stride: int) -> SampleScore:
     """The oracle: one window at a time, float32 log-softmax over full logits, no batching."""
     seq, n_pred = sequence_for(tokenizer, text)
@@ -122,11 +112,13 @@ class Scorer:
         settings = settings or EngineSettings()
         self.settings = settings
         self.tokenizer = tokenizer
-        self.device = _resolve_device(settings.device)
-        self.dtype = _resolve_dtype(settings.dtype, self.device)
-        self.window, self.stride = _resolve_window(settings, model_max_positions(model))
+        self.device = resolve_device(settings.device)
+        self.dtype = resolve_dtype(settings.dtype, self.device)
+        self.window, self.stride = resolve_window(
+            settings.window, settings.stride, max_positions(model.config)
+        )
         if settings.max_batch_tokens < 1:
-            raise InputError("max_batch_tokens must be positive — pass --batch-tokens 8192")
+            raise InputError("max_batch_tokens must be positive — pass --max-batch-tokens 8192")
         if self.device == "cpu":
             _set_cpu_threads()
         model.eval()
@@ -197,68 +189,6 @@ class Scorer:
         ]
 
 
-def _resolve_device(name: str) -> str:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return f"cuda:{torch.cuda.current_device()}"
-        return "mps" if torch.backends.mps.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise InputError(
-                f"device {name} requested but torch sees no CUDA GPU — pass --device cpu"
-            )
-        return f"cuda:{torch.cuda.current_device()}" if name == "cuda" else name
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise InputError("device mps requested but it is not available — pass --device cpu")
-    if name not in ("cpu", "mps"):
-        raise InputError(f"unknown device {name!r} — pass --device auto, cpu, cuda, cuda:N or mps")
-    return name
-
-
-def _cpu_has_fast_bf16() -> bool:
-    """x86 with native bf16 dot products (AVX512-bf16, AMX); elsewhere bf16 is emulated, slow."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"avx512_bf16", "amx_bf16"})
-    except OSError:
-        pass
-    return False
-
-
-def _resolve_dtype(name: str, device: str) -> str:
-    if name == "auto":
-        if device.startswith("cuda"):
-            return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
-        return "bfloat16" if device == "cpu" and _cpu_has_fast_bf16() else "float32"
-    if name not in DTYPES:
-        raise InputError(f"unknown dtype {name!r} — pass --dtype auto, {', '.join(DTYPES)}")
-    if device == "mps" and name == "bfloat16":
-        raise InputError("mps supports float32 and float16 only — pass --dtype float16")
-    return name
-
-
-def _resolve_window(settings: EngineSettings, max_pos: int | None) -> tuple[int, int]:
-    window = settings.window or max_pos
-    if window is None:
-        raise InputError("the model does not state its maximum positions — pass --window")
-    if max_pos is not None and window > max_pos:
-        raise InputError(
-            f"window {window} exceeds the model's maximum of {max_pos} positions"
-            f" — pass --window {max_pos} or less"
-        )
-    if window < 2:
-        raise InputError(
-            f"window {window} is too small to predict anything — pass --window 2 or more"
-        )
-    stride = settings.stride or window // 2
-    if not 1 <= stride <= window:
-        raise InputError(f"stride {stride} must be between 1 and the window {window}")
-    return window, stride
-
-
 def _set_cpu_threads() -> None:
     """One thread per core we may run on, unless OMP_NUM_THREADS says otherwise."""
     if "OMP_NUM_THREADS" in os.environ:
@@ -287,7 +217,8 @@ def _chunk_lse(logits: torch.Tensor) -> torch.Tensor:
     return logits.float().logsumexp(-1)
 
 
-def _blocked_lse(logits: torch.Tensor) -> torch.Tensor:
+def blocked_lse(logits: torch.Tensor) -> torch.Tensor:
+    """Log-sum-exp of each row in fp32; on a CPU LSE_ROWS rows at a time, so they stay in cache."""
     if logits.device.type != "cpu":  # a GPU wants one large kernel, not many small ones
         return _chunk_lse(logits)
     out = torch.empty(logits.shape[0], dtype=torch.float32, device=logits.device)
@@ -296,7 +227,7 @@ def _blocked_lse(logits: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _head_nll(h, targets, weight, bias, lse_fn=_blocked_lse) -> torch.Tensor:
+def _head_nll(h, targets, weight, bias, lse_fn=blocked_lse) -> torch.Tensor:
     """-log q(target | h) in nats, fp32, without materialising [positions, vocabulary] logits."""
     out = torch.empty(h.shape[0], dtype=torch.float32, device=h.device)
     for r0 in range(0, h.shape[0], HEAD_ROWS):
@@ -433,9 +364,9 @@ class _Gpt2Packed:
             )
         self.ln_f = (f32(tr.ln_f.weight), f32(tr.ln_f.bias))
         self.weight, self.bias = _output_matrix(model.lm_head.weight, None, dtype, device)
-        self._fc_gelu = _fused_fc_gelu(self.gelu, dtype, device) or self._fc_gelu_plain
+        self._fc_gelu = fused_fc_gelu(self.gelu, dtype, device) or self._fc_gelu_plain
         self._pre_attn, self._post_attn = self._pre_attn_eager, self._post_attn_eager
-        self._lse = _blocked_lse
+        self._lse = blocked_lse
         if compile_layers:
             self._pre_attn = torch.compile(self._pre_attn_eager, dynamic=True)
             # Inductor fuses the activation itself, from plain ops.
@@ -499,7 +430,7 @@ class _Gpt2Packed:
         return F.gelu(F.linear(h, weight, bias), approximate=self.gelu)
 
 
-def _fused_fc_gelu(approximate: str, dtype: torch.dtype, device: str):
+def fused_fc_gelu(approximate: str, dtype: torch.dtype, device: str):
     """oneDNN's linear with GELU as a post-op, where this torch build has it, else None.
 
     Eager bf16 tanh-GELU alone took longer than the GEMM before it (10.8 against 8.4 ms at

@@ -12,9 +12,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.errors import InputError
+from core.errors import InputError, first_line
 
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model")
 _hash_cache: dict[tuple, str] = {}
 
 
@@ -75,7 +75,7 @@ def check_model_dir(path: Path, allow_pickle: bool, trust_remote_code: bool) -> 
             )
         if not pickles:
             raise InputError(f"{path} holds no weights (*.safetensors)")
-    if not any((path / f).exists() for f in _TOKENIZER_FILES):
+    if not any((path / f).exists() for f in TOKENIZER_FILES):
         raise InputError(
             f"{path} has no tokenizer (tokenizer.json or similar) — save one beside it"
         )
@@ -116,26 +116,6 @@ def weights_hash(model_dir: str | Path) -> str:
     return _hash_cache[key]
 
 
-def check_device(device: str) -> None:
-    """Refuse a device this machine does not have, before any loading."""
-    import torch
-
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise InputError(f"--device {device} asked for, but no CUDA GPU is available here")
-        if ":" in device:
-            idx = device.split(":", 1)[1]
-            if not idx.isdigit() or int(idx) >= torch.cuda.device_count():
-                raise InputError(
-                    f"--device {device}: this machine has {torch.cuda.device_count()} GPU(s)"
-                )
-    elif device == "mps":
-        if not torch.backends.mps.is_available():
-            raise InputError("--device mps asked for, but MPS is not available here")
-    elif device not in ("auto", "cpu"):
-        raise InputError(f"unknown device '{device}' — use auto, cpu, cuda, cuda:N or mps")
-
-
 def load_model(
     model: str, allow_pickle: bool = False, trust_remote_code: bool = False
 ) -> LoadedModel:
@@ -151,7 +131,7 @@ def load_model(
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except Exception as exc:
-        raise InputError(f"cannot load the tokenizer in {path} ({_first_line(exc)})") from exc
+        raise InputError(f"cannot load the tokenizer in {path} ({first_line(exc)})") from exc
     try:
         lm = AutoModelForCausalLM.from_pretrained(
             path,
@@ -160,7 +140,7 @@ def load_model(
             use_safetensors=not allow_pickle or any(path.glob("*.safetensors")),
         )
     except Exception as exc:
-        raise InputError(f"cannot load the model in {path} ({_first_line(exc)})") from exc
+        raise InputError(f"cannot load the model in {path} ({first_line(exc)})") from exc
     lm.eval()
     return LoadedModel(
         model=lm,
@@ -180,8 +160,3 @@ def read_probe_card(model_dir: Path) -> dict | None:
         return json.loads(card.read_text())
     except json.JSONDecodeError:
         return None
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]

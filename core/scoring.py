@@ -4,6 +4,8 @@ A run is identified by what determines its numbers (dataset fingerprint, weights
 settings). Running the same command again reuses a finished run, or resumes an interrupted one
 from the last committed chunk: chunks are committed in row order together with the run's
 `last_row_idx`, so after a crash — even `kill -9` — no sample is scored twice and none is missed.
+Both drivers, this module's local loop and core/ray_engine/, go through `run_scoring` (the run's
+lifecycle) and `RunWriter` (its commits); a batch is scored by core/batch_scorer.py.
 """
 
 from __future__ import annotations
@@ -16,49 +18,22 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from core import jobs
+from core.batch_scorer import BatchScorer
+from core.corpus import CorpusStats, load_corpus_for
 from core.datasets import DatasetChanged, DatasetInfo, change_since, get_dataset, read_texts_after
+from core.devices import resolve_device
 from core.errors import InputError
 from core.jobs import CancelToken
-from core.measures.base import Batch
+from core.measures.base import Measure
 from core.measures.registry import all_measures
-from core.store import SCORE_COLUMNS, Store
+from core.score_options import ScoreOptions, validate_options
+from core.scores import table_columns
+from core.store import Store
 
 TARGET_CHUNK_SECONDS = 3.0  # how often results are committed (and progress updated)
-
-
-@dataclass
-class ScoreOptions:
-    model: str
-    device: str = "auto"
-    dtype: str = "auto"
-    window: int | None = None
-    stride: int | None = None
-    max_batch_tokens: int = 8192
-    limit: int | None = None
-    trust_remote_code: bool = False
-    allow_pickle: bool = False
-    compile: bool = False
-
-    def argv(self) -> list[str]:
-        """The same options as `infoprune score` flags, for starting a background job."""
-        out = ["--model", self.model, "--device", self.device, "--dtype", self.dtype]
-        for flag, val in (
-            ("--window", self.window),
-            ("--stride", self.stride),
-            ("--limit", self.limit),
-        ):
-            if val is not None:
-                out += [flag, str(val)]
-        out += ["--max-batch-tokens", str(self.max_batch_tokens)]
-        if self.trust_remote_code:
-            out.append("--trust-remote-code")
-        if self.allow_pickle:
-            out.append("--allow-pickle")
-        if self.compile:
-            out.append("--compile")
-        return out
 
 
 @dataclass
@@ -77,17 +52,35 @@ class RunOutcome:
     reused: bool
 
 
-def validate_options(opts: ScoreOptions) -> None:
-    for name in ("window", "stride", "limit", "max_batch_tokens"):
-        val = getattr(opts, name)
-        if val is not None and val < 1:
-            raise InputError(f"--{name.replace('_', '-')} must be a positive number")
-    if opts.dtype not in ("auto", "float32", "bfloat16", "float16"):
-        raise InputError(f"unknown dtype '{opts.dtype}' — use auto, float32, bfloat16 or float16")
+@dataclass(frozen=True)
+class RunSpec:
+    """What a run is: its dataset as fingerprinted, the model, and the resolved settings (engine,
+    window, stride, dtype, measures, limit); DEVICE only labels it."""
+
+    info: DatasetInfo
+    model: str
+    model_hash: str | None
+    settings: dict
+    device: str
+
+    @property
+    def key(self) -> str:
+        return config_key(self.info.fingerprint, self.model_hash, self.settings)
 
 
-def is_model_free(model: str) -> bool:
-    return model.strip().lower() == "none"
+@dataclass(frozen=True)
+class RunTotals:
+    """The counters of a run that is written already done (attached score shards)."""
+
+    n_done: int
+    tokens_done: int
+    bytes_done: int
+    seconds: float
+
+
+def measures_for(has_model: bool) -> list[Measure]:
+    """The measures a run computes: without a model, those that need none."""
+    return [m for m in all_measures() if has_model or not m.needs_model]
 
 
 def score_dataset(
@@ -101,27 +94,35 @@ def score_dataset(
     cancel = cancel or CancelToken()
     validate_options(opts)
     info = get_dataset(store, dataset)
-    if not is_model_free(opts.model):
-        from core.models import check_device
+    if not opts.model_free:
+        resolve_device(opts.device)  # a device this machine lacks, refused before any loading
+    measures = measures_for(not opts.model_free)
+    step = BatchScorer(opts, measures)
+    engine = {"engine": "none"} if opts.model_free else {"engine": "local", **step.settings}
+    settings = {**engine, "measures": [m.name for m in measures], "limit": opts.limit}
+    spec = RunSpec(info, opts.model, step.model_hash, settings, step.device)
 
-        check_device(opts.device)
-    scorer, model_hash, settings = _prepare_model(opts)
-    measures = [m for m in all_measures() if scorer is not None or not m.needs_model]
-    settings["measures"] = [m.name for m in measures]
-    settings["limit"] = opts.limit
-    key = config_key(info.fingerprint, model_hash, settings)
+    def score(run_id: str, last_row: int) -> str:
+        corpus = load_corpus_for(store, info, measures)
+        writer = RunWriter(store, run_id, info, step.scorer is not None, on_progress)
+        return _score_rows(store, writer, step, corpus, last_row, cancel)
 
-    run_id, status, last_row = claim_run(store, info, opts, model_hash, settings, key)
+    return run_scoring(store, spec, opts.limit, score)
+
+
+def run_scoring(
+    store: Store, spec: RunSpec, limit: int | None, score: Callable[[str, int], str]
+) -> RunOutcome:
+    """A run's lifecycle, the same for every driver: reuse the done run or claim one, then
+    SCORE(run_id, last committed row) -> 'done' | 'cancelled'. The run is done only when complete;
+    a failure is recorded, and a changed dataset clears the run so the next `score` starts over."""
+    run_id, status, last_row = claim_run(store, spec, limit)
     if status == "done":
         return RunOutcome(run_id, "done", reused=True)
     try:
-        if scorer is not None:
-            record_probe_samples(store, opts.model, model_hash, info)
-        for m in measures:
-            m.prepare(store, info)
-        status = _score_chunks(
-            store, run_id, info, scorer, measures, last_row, opts.limit, cancel, on_progress
-        )
+        if spec.model_hash is not None:
+            record_probe_samples(store, spec.model, spec.model_hash, spec.info)
+        status = score(run_id, last_row)
     except BaseException as exc:
         error = str(exc).splitlines()[0] if str(exc) else repr(exc)
         finish_run(store, run_id, "failed", error, afresh=isinstance(exc, DatasetChanged))
@@ -133,36 +134,6 @@ def score_dataset(
     return RunOutcome(run_id, status, reused=False)
 
 
-def _prepare_model(opts: ScoreOptions):
-    """Load and check everything that can fail before any work is done."""
-    if is_model_free(opts.model):
-        return None, None, {"engine": "none"}
-    from core.engine import EngineSettings, Scorer
-    from core.models import load_model
-
-    lm = load_model(opts.model, opts.allow_pickle, opts.trust_remote_code)
-    scorer = Scorer(
-        lm.model,
-        lm.tokenizer,
-        EngineSettings(
-            window=opts.window,
-            stride=opts.stride,
-            max_batch_tokens=opts.max_batch_tokens,
-            dtype=opts.dtype,
-            device=opts.device,
-            compile=opts.compile,
-        ),
-    )
-    settings = {
-        "engine": "local",
-        "window": scorer.window,
-        "stride": scorer.stride,
-        "dtype": scorer.dtype,
-    }
-    scorer.model_dir = lm.local_dir
-    return scorer, lm.model_hash, settings
-
-
 def config_key(fingerprint: str, model_hash: str | None, settings: dict) -> str:
     """What identifies a run's numbers: the dataset, the weights and the resolved settings."""
     return hashlib.sha256(
@@ -170,16 +141,13 @@ def config_key(fingerprint: str, model_hash: str | None, settings: dict) -> str:
     ).hexdigest()[:24]
 
 
-def claim_run(store, info: DatasetInfo, opts, model_hash, settings, config_key, device=None):
-    """Find the run with this configuration (reuse/resume it) or create one; mark it ours.
-
-    DEVICE labels the run when the scoring happens elsewhere (Ray workers), not on this machine.
-    """
+def claim_run(store: Store, spec: RunSpec, limit: int | None) -> tuple[str, str, int]:
+    """Find the run of SPEC (reuse or resume it) or create one: (run_id, status, last row)."""
     with store.transaction() as con:
         rows = con.execute(
             "SELECT run_id, status, last_row_idx FROM runs WHERE config_key = ? "
             "ORDER BY created_at DESC LIMIT 1",
-            [config_key],
+            [spec.key],
         ).fetchall()
         if rows:
             run_id, status, last_row = rows[0]
@@ -187,45 +155,55 @@ def claim_run(store, info: DatasetInfo, opts, model_hash, settings, config_key, 
                 return run_id, "done", last_row
             jobs.claim(con, jobs.RUNS, run_id)
             return run_id, "running", last_row
-        me = jobs.owner()
         n_total, bytes_total = con.execute(
             "SELECT count(*), coalesce(sum(n_bytes), 0) FROM (SELECT n_bytes FROM samples "
             "WHERE dataset = ? ORDER BY row_idx LIMIT ?)",
-            [info.name, opts.limit or info.n_samples],
+            [spec.info.name, limit or spec.info.n_samples],
         ).fetchall()[0]
-        run_id = "run-" + uuid.uuid4().hex[:8]
-        con.execute(
-            "INSERT INTO runs (run_id, dataset, fingerprint, engine, model, model_hash, settings, "
-            "config_key, status, n_total, n_done, tokens_done, bytes_done, bytes_total, "
-            "last_row_idx, seconds, device, dtype, pid, pid_start, created_at, started_at, "
-            "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, 0, 0, 0, ?, -1, 0, ?, ?, "
-            "?, ?, now(), now(), now())",
-            [
-                run_id,
-                info.name,
-                info.fingerprint,
-                settings["engine"],
-                opts.model,
-                model_hash,
-                json.dumps(settings),
-                config_key,
-                n_total,
-                bytes_total,
-                device or _device_label(opts),
-                settings.get("dtype"),
-                me.pid,
-                me.start,
-            ],
-        )
-        return run_id, "running", -1
+        return insert_run(con, spec, n_total, bytes_total), "running", -1
 
 
-def _device_label(opts: ScoreOptions) -> str:
-    if is_model_free(opts.model):
-        return "cpu"
-    from core.engine import _resolve_device
-
-    return _resolve_device(opts.device)
+def insert_run(
+    con, spec: RunSpec, n_total: int, bytes_total: int, done: RunTotals | None = None
+) -> str:
+    """The one INSERT into `runs`: a running run owned by this process, or one already DONE."""
+    run_id = "run-" + uuid.uuid4().hex[:8]
+    me = None if done else jobs.owner()
+    totals = done or RunTotals(0, 0, 0, 0.0)
+    tokens_per_s = (
+        totals.tokens_done / totals.seconds if totals.tokens_done and totals.seconds else None
+    )
+    con.execute(
+        "INSERT INTO runs (run_id, dataset, fingerprint, engine, model, model_hash, settings, "
+        "config_key, status, n_total, n_done, tokens_done, bytes_done, bytes_total, "
+        "last_row_idx, tokens_per_s, seconds, device, dtype, pid, pid_start, created_at, "
+        "started_at, updated_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+        "-1, ?, ?, ?, ?, ?, ?, now(), now(), now(), CASE WHEN ? THEN now() END)",
+        [
+            run_id,
+            spec.info.name,
+            spec.info.fingerprint,
+            spec.settings["engine"],
+            spec.model,
+            spec.model_hash,
+            json.dumps(spec.settings),
+            spec.key,
+            "done" if done else "running",
+            n_total,
+            totals.n_done,
+            totals.tokens_done,
+            totals.bytes_done,
+            bytes_total,
+            tokens_per_s,
+            totals.seconds,
+            spec.device,
+            spec.settings.get("dtype"),
+            me.pid if me else None,
+            me.start if me else None,
+            done is not None,
+        ],
+    )
+    return run_id
 
 
 def record_probe_samples(store: Store, model: str, model_hash: str, info: DatasetInfo) -> None:
@@ -261,122 +239,124 @@ def record_probe_samples(store: Store, model: str, model_hash: str, info: Datase
             con.unregister("_probe_ids")
 
 
-def _score_chunks(store, run_id, info, scorer, measures, last_row, limit, cancel, on_progress):
-    n_total, n_done, tokens_done, bytes_done, bytes_total, seconds = store.query(
-        "SELECT n_total, n_done, tokens_done, bytes_done, bytes_total, seconds FROM runs "
-        "WHERE run_id = ?",
-        [run_id],
-    )[0]
+def _score_rows(
+    store: Store,
+    writer: RunWriter,
+    step: BatchScorer,
+    corpus: CorpusStats | None,
+    last_row: int,
+    cancel: CancelToken,
+) -> str:
+    """The local driver: chunks read in row order, sized so a commit comes every few seconds."""
     # Small first chunks show progress soon; model-free chunks are cheap, so start large.
-    first_rows = 16 if scorer is not None else 2048
-    state = {"rows": first_rows, "last_row": last_row, "remaining": n_total - n_done}
+    first_rows = 16 if step.scorer is not None else 2048
+    state = {"rows": first_rows, "last_row": last_row, "remaining": writer.n_total - writer.n_done}
 
-    def chunks() -> Iterator[list[tuple[int, str, str]]]:
+    def chunks() -> Iterator[tuple[list[tuple[int, str, str]], list[str]]]:
         while state["remaining"] > 0 and not cancel.cancelled:
             take = min(state["rows"], state["remaining"])
-            rows = read_texts_after(store, info.name, state["last_row"], take)
+            rows = read_texts_after(store, writer.info.name, state["last_row"], take)
             if not rows:
                 return
             state["last_row"] = rows[-1][0]
             state["remaining"] -= len(rows)
-            yield rows
+            yield rows, [r[2] for r in rows]
 
-    session_start = time.monotonic()
     chunk_start = time.monotonic()
-    for rows, model_scores in _scored(scorer, chunks()):
-        texts = [r[2] for r in rows]
-        n_bytes = [len(t.encode("utf-8")) for t in texts]
-        table = score_table(run_id, rows, n_bytes, model_scores, measures)
-        tokens = sum(s.n_tokens for s in model_scores) if model_scores else 0
+    for rows, scores in step.score_stream(chunks(), corpus):
         elapsed = time.monotonic() - chunk_start
-        n_done += len(rows)
-        tokens_done += tokens
-        bytes_done += sum(n_bytes)
-        total_seconds = seconds + (time.monotonic() - session_start)
-        with store.transaction() as con:
-            change = change_since(con, info.name, info.fingerprint)
-            if change:
-                raise DatasetChanged(
-                    f"run {run_id} stopped: {change} while it was being scored — "
-                    "run the same command to score it afresh"
-                )
-            con.register("_chunk_scores", table)
-            con.execute(
-                f"INSERT INTO scores ({', '.join(table.column_names)}) SELECT * FROM _chunk_scores"
-            )
-            con.unregister("_chunk_scores")
-            con.execute(
-                "UPDATE runs SET n_done = ?, tokens_done = ?, bytes_done = ?, last_row_idx = ?, "
-                "seconds = ?, tokens_per_s = ?, updated_at = now() WHERE run_id = ?",
-                [
-                    n_done,
-                    tokens_done,
-                    bytes_done,
-                    rows[-1][0],
-                    total_seconds,
-                    tokens_done / total_seconds if scorer is not None and total_seconds else None,
-                    run_id,
-                ],
-            )
-        if on_progress:
-            rate = bytes_done / total_seconds if total_seconds else None
-            on_progress(
-                Progress(
-                    n_done=n_done,
-                    n_total=n_total,
-                    tokens_per_s=tokens_done / total_seconds if scorer and total_seconds else None,
-                    bytes_per_s=rate,
-                    eta_s=(bytes_total - bytes_done) / rate if rate else None,
-                )
-            )
+        ids = pa.array([r[1] for r in rows], pa.string())
+        writer.commit(scores.add_column(0, "sample_id", ids), last_row_idx=rows[-1][0])
         # Size the next chunks so a commit happens every few seconds whatever the speed.
         scale = TARGET_CHUNK_SECONDS / max(elapsed, 1e-3)
         state["rows"] = int(min(max(state["rows"] * min(max(scale, 0.5), 2.0), 16), 16384))
         chunk_start = time.monotonic()
-    return "cancelled" if cancel.cancelled and n_done < n_total else "done"
+    return writer.outcome(cancel.cancelled)
 
 
-def _scored(scorer, chunks: Iterator[list]) -> Iterator[tuple[list, list | None]]:
-    """Pairs each chunk with its model scores, tokenising ahead while the model computes."""
-    if scorer is None:
-        for rows in chunks:
-            yield rows, None
-        return
-    pending: list[list] = []
+class RunWriter:
+    """The one writer of a running run's scores, for every driver.
 
-    def texts_of_chunks():
-        for rows in chunks:
-            pending.append(rows)
-            yield [r[2] for r in rows]
+    Each chunk goes into `scores` with the run's counters in one transaction that first checks the
+    dataset is still the one the run started on; then progress is reported.
+    """
 
-    for model_scores in scorer.score_stream(texts_of_chunks()):
-        yield pending.pop(0), model_scores
+    def __init__(
+        self,
+        store: Store,
+        run_id: str,
+        info: DatasetInfo,
+        has_model: bool,
+        on_progress: Callable[[Progress], None] | None = None,
+    ) -> None:
+        self.store, self.run_id, self.info = store, run_id, info
+        self.has_model, self.on_progress = has_model, on_progress
+        (
+            self.n_total,
+            self.n_done,
+            self.tokens_done,
+            self.bytes_done,
+            self.bytes_total,
+            self._seconds_before,
+        ) = store.query(
+            "SELECT n_total, n_done, tokens_done, bytes_done, bytes_total, seconds FROM runs "
+            "WHERE run_id = ?",
+            [run_id],
+        )[0]
+        self._start = time.monotonic()
+
+    def commit(self, scores: pa.Table, last_row_idx: int | None = None) -> None:
+        """Add SCORES (sample_id and score columns) to the run. LAST_ROW_IDX, for a driver that
+        reads in row order, is where a resume reads on from."""
+        n_done = self.n_done + scores.num_rows
+        bytes_done = self.bytes_done + (pc.sum(scores.column("n_bytes")).as_py() or 0)
+        tokens_done = self.tokens_done
+        if "n_tokens" in scores.column_names:
+            tokens_done += pc.sum(scores.column("n_tokens")).as_py() or 0
+        seconds = self._seconds_before + (time.monotonic() - self._start)
+        tokens_per_s = tokens_done / seconds if self.has_model and seconds else None
+        resume = "" if last_row_idx is None else ", last_row_idx = ?"
+        with self.store.transaction() as con:
+            change = change_since(con, self.info.name, self.info.fingerprint)
+            if change:
+                raise DatasetChanged(
+                    f"run {self.run_id} stopped: {change} while it was being scored — "
+                    "run the same command to score it afresh"
+                )
+            insert_scores(con, self.run_id, scores)
+            con.execute(
+                "UPDATE runs SET n_done = ?, tokens_done = ?, bytes_done = ?, seconds = ?, "
+                f"tokens_per_s = ?, updated_at = now(){resume} WHERE run_id = ?",
+                [n_done, tokens_done, bytes_done, seconds, tokens_per_s]
+                + ([] if last_row_idx is None else [last_row_idx])
+                + [self.run_id],
+            )
+        self.n_done, self.tokens_done, self.bytes_done = n_done, tokens_done, bytes_done
+        if self.on_progress:
+            rate = bytes_done / seconds if seconds else None
+            self.on_progress(
+                Progress(
+                    n_done=n_done,
+                    n_total=self.n_total,
+                    tokens_per_s=tokens_per_s,
+                    bytes_per_s=rate,
+                    eta_s=(self.bytes_total - bytes_done) / rate if rate else None,
+                )
+            )
+
+    def outcome(self, cancelled: bool) -> str:
+        """How the scoring ended: cancelled only if samples are left."""
+        return "cancelled" if cancelled and self.n_done < self.n_total else "done"
 
 
-def score_table(run_id, rows, n_bytes, model_scores, measures) -> pa.Table:
-    texts = [r[2] for r in rows]
-    cols: dict[str, list] = {
-        "run_id": [run_id] * len(rows),
-        "sample_id": [r[1] for r in rows],
-        "n_bytes": n_bytes,
-    }
-    if model_scores is not None:
-        cols["n_tokens"] = [s.n_tokens for s in model_scores]
-        cols["bits_total"] = [s.bits_total for s in model_scores]
-        cols["bits_per_token"] = [
-            s.bits_total / s.n_tokens if s.n_tokens else None for s in model_scores
-        ]
-        cols["bits_per_byte"] = [
-            s.bits_total / b if b else None for s, b in zip(model_scores, n_bytes, strict=True)
-        ]
-    batch = Batch(texts=texts, n_bytes=n_bytes, model_scores=model_scores)
-    for m in measures:
-        cols[m.name] = m.compute(batch)
-    types = {c: pa.float64() for c in cols if c not in ("run_id", "sample_id")}
-    types.update({"run_id": pa.string(), "sample_id": pa.string(), "n_bytes": pa.int64()})
-    if "n_tokens" in cols:
-        types["n_tokens"] = pa.int64()
-    return pa.table({c: pa.array(v, type=types[c]) for c, v in cols.items()})
+def insert_scores(con, run_id: str, scores: pa.Table) -> None:
+    """SCORES (sample_id and score columns) into `scores` as RUN_ID's, inside the caller's
+    transaction, the one that also updates the run's row."""
+    table = scores.append_column("run_id", pa.array([run_id] * scores.num_rows, pa.string()))
+    con.register("_run_scores", table)
+    cols = ", ".join(table.column_names)
+    con.execute(f"INSERT INTO scores ({cols}) SELECT {cols} FROM _run_scores")
+    con.unregister("_run_scores")
 
 
 def complete_run(store: Store, run_id: str) -> None:
@@ -448,7 +428,7 @@ def get_run(store: Store, run_id: str) -> dict:
 
 def run_score_columns(store: Store, run_id: str) -> list[str]:
     """Score columns that hold values in this run (model-free runs have no bits_*)."""
-    cols = SCORE_COLUMNS + [m.name for m in all_measures()]
+    cols = table_columns()
     present = store.query(
         "SELECT " + ", ".join(f"count({c})" for c in cols) + " FROM scores WHERE run_id = ?",
         [run_id],

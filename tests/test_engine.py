@@ -223,12 +223,12 @@ def test_settings_are_validated(lms, tokenizer):
 
 
 def test_blocked_log_sum_exp_equals_one_pass_for_any_row_count():
-    from core.engine import LSE_ROWS, _blocked_lse
+    from core.engine import LSE_ROWS, blocked_lse
 
     g = torch.Generator().manual_seed(0)
     for rows in (1, LSE_ROWS - 1, LSE_ROWS, 2 * LSE_ROWS + 3):
         logits = (torch.randn(rows, 300, generator=g) * 8).to(torch.bfloat16)
-        assert torch.equal(_blocked_lse(logits), logits.float().logsumexp(-1))
+        assert torch.equal(blocked_lse(logits), logits.float().logsumexp(-1))
 
 
 @pytest.mark.parametrize("approximate", ["tanh", "none"])
@@ -236,9 +236,9 @@ def test_blocked_log_sum_exp_equals_one_pass_for_any_row_count():
 def test_fused_linear_gelu_matches_the_plain_ops_when_used(approximate, dtype):
     import torch.nn.functional as F
 
-    from core.engine import _fused_fc_gelu
+    from core.engine import fused_fc_gelu
 
-    fused = _fused_fc_gelu(approximate, dtype, "cpu")
+    fused = fused_fc_gelu(approximate, dtype, "cpu")
     if fused is None:
         pytest.skip("this torch build has no oneDNN linear with a GELU post-op")
     g = torch.Generator().manual_seed(1)
@@ -246,4 +246,4 @@ def test_fused_linear_gelu_matches_the_plain_ops_when_used(approximate, dtype):
     want = F.gelu(F.linear(h.float(), w.float(), b.float()), approximate=approximate)
     tol = 1e-5 if dtype == torch.float32 else 2e-2
     torch.testing.assert_close(fused(h, w, b).float(), want, rtol=tol, atol=tol)
-    assert _fused_fc_gelu(approximate, dtype, "cuda:0") is None
+    assert fused_fc_gelu(approximate, dtype, "cuda:0") is None

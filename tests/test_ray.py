@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
@@ -14,7 +15,8 @@ import pytest
 
 from core.cli import main
 from core.ingest import ingest_dataset
-from core.ray_engine import _ShardWriter, batch_rows, shard_name
+from core.ray_engine import ShardWriter, batch_rows, shard_name
+from core.ray_engine.shard_mode import bytes_per_row, columns_of
 from tests.conftest import corpus_texts, write_jsonl
 
 ray = pytest.importorskip("ray")
@@ -177,6 +179,46 @@ def test_shards_scored_attached_and_restarted(
     )
 
 
+def _compress(data: bytes, suffix: str) -> bytes:
+    import zstandard
+
+    return gzip.compress(data) if suffix == ".gz" else zstandard.ZstdCompressor().compress(data)
+
+
+def test_compressed_jsonl_shards_score_like_the_store(
+    ray_local, store, docs, tiny_model_dir, capsys, tmp_path
+):
+    code, out, _ = _cli(capsys, store, *_score_args(tiny_model_dir, "--dataset", "docs"))
+    local = _scores(store, out[-1])
+    src = tmp_path / "jsonl"
+    src.mkdir()
+    half = len(docs) // 2
+    for name, part in (("a.jsonl.gz", docs[:half]), ("b.jsonl.zst", docs[half:])):
+        lines = "".join(json.dumps(r) + "\n" for r in part).encode()
+        (src / name).write_bytes(_compress(lines, Path(name).suffix))
+    dest = tmp_path / "scores"
+    shard_cmd = ["--engine", "ray", "--input", str(src / "*.jsonl.*"), "--output", str(dest)]
+    code, out, err = _cli(
+        capsys, store, *_score_args(tiny_model_dir, *shard_cmd, "--id-column", "id")
+    )
+    assert code == 0, err[-3:]
+    shards = pa.concat_tables([pq.read_table(p) for p in sorted(dest.glob("scores-*.parquet"))])
+    assert sorted(shards.column("sample_id").to_pylist()) == sorted(local)
+    for row in shards.to_pylist():
+        for col in ("n_bytes", "n_tokens", "bits_total", "bits_per_byte", "gzip_bits_per_byte"):
+            assert row[col] == pytest.approx(local[row["sample_id"]][col], rel=1e-6)
+
+
+@pytest.mark.parametrize("suffix", [".gz", ".zst"])
+def test_compressed_jsonl_is_read_and_measured_decompressed(tmp_path, suffix):
+    rows = [{"id": f"d{i}", "text": "some words " * (20 + i)} for i in range(300)]
+    plain = write_jsonl(tmp_path / "a.jsonl", rows)
+    packed = tmp_path / f"a.jsonl{suffix}"
+    packed.write_bytes(_compress(plain.read_bytes(), suffix))
+    assert columns_of(str(packed), "json") == ["id", "text"]
+    assert bytes_per_row(str(packed), "json", "text") == bytes_per_row(str(plain), "json", "text")
+
+
 def _fake_shards(tmp_path: Path, ids: list[str]) -> Path:
     dest = tmp_path / "fake"
     dest.mkdir()
@@ -220,7 +262,7 @@ def test_ingest_scores_refuses_wrong_ids_and_missing_or_corrupt_shards(
 def test_default_ids_are_file_path_and_row(tmp_path):
     root = tmp_path / "in"
     names = {str(root / "a.parquet"): "scores-a.parquet"}
-    writer = _ShardWriter(tmp_path, root, names, None)
+    writer = ShardWriter(tmp_path, root, names, None)
     batch = pa.table(
         {
             "path": [str(root / "a.parquet")] * 3,

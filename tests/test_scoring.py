@@ -204,3 +204,20 @@ def test_progress_reaches_the_caller(store, tmp_path, tiny_model_dir):
     score_dataset(store, "docs", ScoreOptions(model=str(tiny_model_dir)), on_progress=seen.append)
     assert seen and seen[-1].n_done == seen[-1].n_total == 21
     assert seen[-1].tokens_per_s > 0
+
+
+def test_options_round_trip_through_the_score_flags():
+    from core.cli import build_parser
+    from core.options import from_args
+
+    def parsed(argv: list[str]) -> ScoreOptions:
+        args = build_parser().parse_args(["score", "--dataset", "d", *argv])
+        return from_args(ScoreOptions, args)
+
+    every = ScoreOptions(
+        model="m", device="cpu", dtype="float32", window=64, stride=16, max_batch_tokens=512,
+        limit=9, trust_remote_code=True, allow_pickle=True, compile=True,
+    )  # fmt: skip
+    for opts in (every, ScoreOptions(model="m")):
+        assert parsed(opts.argv()) == opts
+    assert parsed(["--model", "m"]) == ScoreOptions(model="m")

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import sys
 
+from core.options import add_options, from_args
+from core.score_options import ScoreOptions
+
 
 def register(sub, parents) -> None:
     p = sub.add_parser(
@@ -16,21 +19,7 @@ def register(sub, parents) -> None:
         help="score every sample of a dataset with a causal LM (or model-free measures)",
     )
     p.add_argument("--dataset", metavar="NAME", help="dataset in the store (unless --input)")
-    p.add_argument(
-        "--model",
-        required=True,
-        metavar="MODEL",
-        help="local HF model directory, hub id, or 'none' for model-free measures only",
-    )
-    p.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N|mps (default auto)")
-    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
-    p.add_argument("--window", type=int, metavar="W", help="positions per window (model max)")
-    p.add_argument("--stride", type=int, metavar="S", help="window step (default W/2)")
-    p.add_argument("--max-batch-tokens", type=int, default=8192, metavar="N")
-    p.add_argument("--limit", type=int, metavar="N", help="score only the first N samples")
-    p.add_argument("--trust-remote-code", action="store_true")
-    p.add_argument("--allow-pickle", action="store_true", help="allow .bin (pickle) weights")
-    p.add_argument("--compile", action="store_true", help="torch.compile the fast path")
+    add_options(p, ScoreOptions)
     ray = p.add_argument_group("scale-out (docs/scale-out.md)")
     ray.add_argument("--engine", default="local", choices=["local", "ray"])
     ray.add_argument(
@@ -75,21 +64,10 @@ def run(args, store) -> int:
     from tqdm import tqdm
 
     from core.jobs import CancelToken
-    from core.scoring import ScoreOptions, score_dataset
+    from core.scoring import score_dataset
 
     _check_combination(args)
-    opts = ScoreOptions(
-        model=args.model,
-        device=args.device,
-        dtype=args.dtype,
-        window=args.window,
-        stride=args.stride,
-        max_batch_tokens=args.max_batch_tokens,
-        limit=args.limit,
-        trust_remote_code=args.trust_remote_code,
-        allow_pickle=args.allow_pickle,
-        compile=args.compile,
-    )
+    opts = from_args(ScoreOptions, args)
     cancel = CancelToken().install()
     bar = tqdm(desc="score", unit=" samples", file=sys.stderr, disable=None, dynamic_ncols=True)
 
