@@ -19,7 +19,8 @@ from pathlib import Path
 
 from core.explore import load_histogram, load_samples, load_scatter, load_summary
 from core.export import export_subset
-from core.prune import Rule, load_ranking, prune_preview
+from core.prune import load_ranking, prune_preview
+from core.rules import Rule
 from core.store import Store
 
 SLIDER_RATIOS = [0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9]

@@ -9,7 +9,7 @@ import pkgutil
 import sys
 
 from core import __version__
-from core.errors import InputError
+from core.errors import InputError, first_line
 
 # OpenMP threads that wait for work spin for a long time before sleeping (libgomp: 300,000 spins).
 # When another process wants the same cores, e.g. two jobs, or a job beside the app, both crawl;
@@ -61,8 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         print(message, file=sys.stderr)
         return 130
     except Exception as exc:  # a bug, not bad input: one line unless asked for the traceback
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        message = f"internal error: {type(exc).__name__}: {first}"
+        message = f"internal error: {type(exc).__name__}: {first_line(exc)}"
         if os.environ.get("INFOPRUNE_DEBUG"):
             raise
         print(f"{message} (set INFOPRUNE_DEBUG=1 for details)", file=sys.stderr)

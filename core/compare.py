@@ -2,7 +2,7 @@
 
 Correlations and pairs are computed in DuckDB over the run's rows; pruned sets come from
 core.prune, so they are exactly what the Prune page and `infoprune export` would drop. Scores come
-from the registry (`score_expression`), so derived scores such as `weighted:0.5` work here too.
+from the catalogue (`score_expression`), so derived scores such as `weighted:0.5` work here too.
 """
 
 from __future__ import annotations
@@ -14,18 +14,13 @@ import numpy as np
 import pandas as pd
 
 from core.errors import InputError
-from core.measures.registry import (
-    WEIGHTED_PARTS,
-    score_expression,
-    stored_score_names,
-    weighted_name,
-)
-from core.prune import Rule, load_ranking, select, selected_row_idx
+from core.prune import load_ranking, select, selected_row_idx
+from core.rules import Rule
+from core.scores import WEIGHTED_PARTS, score_expression, stored_score_names, weighted_name
 from core.scoring import run_score_columns
 from core.store import Store
 
 SPEARMAN_MAX_ROWS = 1_000_000  # above this, ranks come from a fixed-seed reservoir sample
-SCATTER_MAX_POINTS = 50_000  # WebGL draws this many points smoothly
 
 
 @dataclass
@@ -86,22 +81,6 @@ def load_spearman(
     for (i, j), rho in zip(pairs, values[:-1], strict=True):
         matrix.iloc[i, j] = matrix.iloc[j, i] = math.nan if rho is None else rho
     return Spearman(matrix=matrix, n_rows=int(values[-1]), sampled=sampled)
-
-
-def load_scatter(
-    store: Store, run_id: str, x: str, y: str, max_points: int = SCATTER_MAX_POINTS
-) -> tuple[pd.DataFrame, int]:
-    """(sample_id, x, y) for samples with both scores, sampled down to MAX_POINTS; and the total."""
-    rows = (
-        f"SELECT sample_id, x, y FROM (SELECT sample_id, {score_expression(x)} AS x, "
-        f"{score_expression(y)} AS y FROM scores WHERE run_id = ?) "
-        "WHERE x IS NOT NULL AND y IS NOT NULL"
-    )
-    with store.connect() as con:
-        n = con.execute(f"SELECT count(*) FROM ({rows})", [run_id]).fetchall()[0][0]
-        if n > max_points:
-            rows = _sample(rows, max_points)
-        return con.execute(rows, [run_id]).df(), n
 
 
 def _sample(rows: str, k: int) -> str:

@@ -17,3 +17,10 @@ class InputError(Exception):
     @property
     def ui_message(self) -> str:
         return self.ui or str(self)
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception's message as one line for a status row or an `error:` line (its type when it
+    has no message): libraries' messages often go on for pages."""
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:limit]

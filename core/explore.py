@@ -1,7 +1,7 @@
 """DuckDB aggregates for the Explore page: histograms, quantiles, sampled scatter, ranked samples.
 
 Every function aggregates or pages inside DuckDB, so the UI never holds more than a page of rows
-(or a bounded sample of points) whatever the size of the run. Scores go through the registry's
+(or a bounded sample of points) whatever the size of the run. Scores go through the catalogue's
 `score_expression`, evaluated over one run's rows in their own SELECT (derived scores need that).
 """
 
@@ -15,14 +15,16 @@ import duckdb
 import pandas as pd
 
 from core.datasets import get_dataset
-from core.errors import InputError
+from core.errors import InputError, first_line
+from core.histogram import Histogram
 from core.ingest import META_KEY
-from core.measures.registry import score_expression
-from core.prune import PREVIEW_TEXT_CHARS, Histogram, point_lookups, rank_order
+from core.prune import PREVIEW_TEXT_CHARS, point_lookups
+from core.rules import rank_order
+from core.scores import score_expression, table_columns
 from core.scoring import get_run
-from core.store import SCORE_COLUMNS, Store, measure_columns, quote_ident
+from core.store import Store, quote_ident
 
-SCATTER_MAX_POINTS = 50_000
+SCATTER_MAX_POINTS = 50_000  # WebGL draws this many points smoothly
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 # The page's own columns; a metadata column with one of these names is shown as "meta:NAME".
 _RESERVED = {"sample_id", "score", "probe", "text"}
@@ -91,7 +93,8 @@ def load_summary(store: Store, run_id: str, scores: list[str]) -> pd.DataFrame:
 def load_scatter(
     store: Store, run_id: str, x: str, y: str, max_points: int = SCATTER_MAX_POINTS
 ) -> tuple[pd.DataFrame, int]:
-    """(sample_id, x, y) of up to MAX_POINTS samples (uniform sample above that), and the total."""
+    """(sample_id, x, y) of up to MAX_POINTS samples with both scores (NaN counts as none; a
+    uniform sample above that), and the total. Explore and Compare draw their scatters from it."""
     rows = (
         f"SELECT sample_id, x, y FROM (SELECT sample_id, {_clean(score_expression(x))} AS x, "
         f"{_clean(score_expression(y))} AS y FROM scores WHERE run_id = ?) "
@@ -165,9 +168,7 @@ def load_samples(
                 return _samples_page(con, ctx, expression, highest, filters, limit, offset)
     except duckdb.InvalidInputException as exc:
         if filters.regex:
-            raise InputError(
-                f"bad regular expression {filters.text!r}: {_first_line(exc)}"
-            ) from exc
+            raise InputError(f"bad regular expression {filters.text!r}: {first_line(exc)}") from exc
         raise
     get_dataset(store, get_run(store, run_id)["dataset"])  # says what is missing
     raise InputError(f"run {run_id} has no dataset")
@@ -227,7 +228,7 @@ def _samples_page(con, ctx: _RunContext, expression, highest, filters, limit, of
             "WHERE model_hash = ? AND fingerprint = ? AND role = 'train')"
         )
         params += [ctx.model_hash, ctx.fingerprint]
-    score_cols = SCORE_COLUMNS + measure_columns()
+    score_cols = table_columns()
     matching = (
         f"SELECT * FROM (SELECT sample_id, {expression} AS score, "
         f"{', '.join(quote_ident(c) for c in score_cols)} FROM scores WHERE run_id = ?) "
@@ -310,8 +311,3 @@ def load_sample(store: Store, run_id: str, sample_id: str) -> dict:
         "meta": meta.iloc[0].to_dict() if len(meta) else {},
         "probe": role[0][0] if role else None,
     }
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -31,9 +31,11 @@ from core import __version__, scratch
 from core.datasets import DatasetInfo, get_dataset
 from core.errors import InputError
 from core.ingest import META_KEY
-from core.prune import Rule, Selection, load_ranking, select, selected_row_idx
+from core.prune import Selection, load_ranking, select, selected_row_idx
+from core.rules import Rule
+from core.scores import table_columns
 from core.scoring import get_run
-from core.store import SCORE_COLUMNS, Store, measure_columns, quote_ident
+from core.store import Store, quote_ident
 
 FORMATS = ("jsonl", "parquet", "hf")
 PARTS = ("kept", "pruned")
@@ -316,7 +318,7 @@ def output_columns(info: DatasetInfo, with_scores: bool) -> list[tuple[str, str]
         source = "x.text" if name == info.text_column else f"m.{quote_ident(name)}"
         cols.append((name, source))
     if with_scores:
-        for name in SCORE_COLUMNS + measure_columns():
+        for name in table_columns():
             if name in original or name == "sample_id":
                 raise InputError(
                     f"the dataset has its own column '{name}', which a score column would "
@@ -363,7 +365,7 @@ def _write(
                 f"{len(plan.row_idx)} found) — ingest it again"
             )
         if fmt == "hf":
-            _parquet_to_hf(parquet_tmp, tmp)
+            parquet_to_hf(parquet_tmp, tmp)
         manifest = _manifest(plan, out, fmt, with_scores, cols, rebuilt_from)
         manifest["seconds"] = round(time.monotonic() - started, 3)
         manifest_text = json.dumps(manifest, indent=2, ensure_ascii=False, default=str)
@@ -387,7 +389,7 @@ def _bitmask(plan: _Plan) -> str:
     return (mask + ord("0")).tobytes().decode("ascii")
 
 
-def _parquet_to_hf(parquet: Path, directory: Path) -> None:
+def parquet_to_hf(parquet: Path, directory: Path) -> None:
     """A `datasets.load_from_disk` directory, built from the Parquet file without loading it all."""
     import datasets
 

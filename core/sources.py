@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from core.compression import COMPRESSION, check_zstd, open_raw, strip_compression
-from core.errors import InputError
+from core.errors import InputError, first_line
 from core.reader_errors import InvalidUtf8, check_parquet_columns, readable_error
 
 BATCH_ROWS = 8192
@@ -405,7 +405,7 @@ def _from_hub(name: str, split: str | None, limit: int | None) -> Source:
         ds = datasets.load_dataset(name, split=split or "train", streaming=True)
     except Exception as exc:  # network, auth and missing-dataset errors all land here
         raise InputError(
-            f"cannot load '{name}' as a file, folder or hub dataset ({str(exc).splitlines()[0]})"
+            f"cannot load '{name}' as a file, folder or hub dataset ({first_line(exc)})"
         ) from exc
     return _hf_source("hf-hub", name, ds, limit)
 

@@ -18,6 +18,7 @@ from core.explore import (
     meta_columns,
     probe_counts,
 )
+from core.scores import ENGINE, SCORES, stored_score_names
 from core.scoring import get_run, run_score_columns
 from core.store import Store
 from ui.charts import histogram_figure
@@ -25,14 +26,8 @@ from ui.common import fmt_int, get_store, pick_run, require_access, show_error
 
 require_access()  # first: see ui/common.py
 
-HISTOGRAMS = ["bits_per_token", "bits_total", "bits_per_byte", "n_tokens", "n_bytes"]
-LABELS = {
-    "bits_per_token": "bits per token",
-    "bits_total": "bits (whole sample)",
-    "bits_per_byte": "bits per byte",
-    "n_tokens": "length (tokens)",
-    "n_bytes": "length (bytes)",
-}
+HISTOGRAMS = stored_score_names(ENGINE)  # the model's scores, then the lengths
+LABELS = {s.name: s.label for s in SCORES if s.label}
 PAGE_SIZE = 20
 SURPRISAL_MAX_TOKENS = 2000
 

@@ -9,20 +9,17 @@ import streamlit as st
 
 from core.errors import InputError
 from core.export import FORMATS, default_export_dir, export_subset
-from core.measures.registry import WEIGHTED_PREFIX, score_columns, score_names, weighted_name
-from core.prune import RULES, Rule, prune_preview
+from core.prune import prune_preview
+from core.rule_names import RULES
+from core.rules import Rule
+from core.scores import WEIGHTED_PREFIX, score_columns, score_names, weighted_name
 from core.scoring import get_run, run_score_columns
 from core.store import Store
 from ui.charts import histogram_figure
-from ui.common import fmt_int, get_store, pick_run, require_access, show_error
+from ui.common import RULE_LABELS, fmt_int, get_store, pick_run, require_access, show_error
 
 require_access()  # first: see ui/common.py
 
-RULE_LABELS = {
-    "prune-low": "Prune the lowest (the paper's rule)",
-    "prune-high": "Prune the highest",
-    "keep-middle": "Keep the middle (prune both tails)",
-}
 DOWNLOAD_MAX_BYTES = 100 * 1024 * 1024
 
 

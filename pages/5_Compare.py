@@ -5,20 +5,17 @@ from __future__ import annotations
 import plotly.express as px
 import streamlit as st
 
-from core.compare import load_prune_overlap, load_run_scores, load_scatter, load_spearman
+from core.compare import load_prune_overlap, load_run_scores, load_spearman
 from core.errors import InputError
-from core.measures.registry import all_measures
-from core.prune import RULES, Rule
-from ui.common import fmt_int, get_store, pick_run, require_access, show_error
+from core.explore import load_scatter
+from core.rule_names import RULES
+from core.rules import Rule
+from core.scores import MEASURE, SCORES
+from ui.common import RULE_LABELS, fmt_int, get_store, pick_run, require_access, show_error
 
 require_access()  # first: see ui/common.py
 
 PREFERRED = ["bits_per_token", "word_entropy", "gzip_bits_per_byte", "combined"]
-RULE_LABELS = {
-    "prune-low": "Prune the lowest",
-    "prune-high": "Prune the highest",
-    "keep-middle": "Keep a middle band",
-}
 
 
 def default_pair(scores: list[str]) -> tuple[int, int]:
@@ -34,7 +31,7 @@ st.caption(
     "over all samples, side by side, and at the ratio you would prune."
 )
 with st.expander("What the measures are"):
-    for m in all_measures():
+    for m in [s for s in SCORES if s.source == MEASURE]:
         st.markdown(f"**{m.name}** ({m.unit}) — {m.description}")
     st.markdown(
         "**weighted:α** — α·z(bits_per_token) + (1−α)·z(word_entropy), z-scores over the run; "

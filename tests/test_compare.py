@@ -11,10 +11,11 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from core.compare import load_prune_overlap, load_run_scores, load_scatter, load_spearman
+from core.compare import load_prune_overlap, load_run_scores, load_spearman
 from core.datasets import get_dataset
+from core.explore import load_scatter
 from core.ingest import ingest_dataset
-from core.prune import Rule
+from core.rules import Rule
 from core.scoring import ScoreOptions, score_dataset
 from core.store import Store
 from tests.conftest import ROOT, corpus_texts, write_jsonl

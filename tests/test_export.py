@@ -10,8 +10,9 @@ import pytest
 from core.cli import main
 from core.errors import InputError
 from core.export import export_from_manifest, export_subset, manifest_path_for
-from core.prune import Rule
-from core.store import SCORE_COLUMNS, Store, measure_columns
+from core.rules import Rule
+from core.scores import table_columns
+from core.store import Store
 from tests.helpers_runs import add_done_run, ingest_rows, model_scores
 
 N = 20
@@ -93,7 +94,7 @@ def test_with_scores_adds_every_stored_score_column(scored, tmp_path):
         with_scores=True,
     )
     table = pq.read_table(out)
-    extra = SCORE_COLUMNS + measure_columns()
+    extra = table_columns()
     assert table.column_names == ["sample_id", *ORIGINAL_COLUMNS, *extra]
     rows = table.to_pylist()
     assert [r["sample_id"] for r in rows] == ["doc-00", "doc-01"]  # 0.1 · 18 = 1.8 -> 2
@@ -174,7 +175,7 @@ def test_overwrite_is_refused_unless_asked_and_failures_leave_nothing(
     def broken(*_a, **_k):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(core.export, "_parquet_to_hf", broken)
+    monkeypatch.setattr(core.export, "parquet_to_hf", broken)
     with pytest.raises(RuntimeError):
         export_subset(
             store, run, "bits_per_token", Rule("prune-low", 0.5), tmp_path / "d", fmt="hf"

@@ -663,3 +663,10 @@ def test_score_killed_at_any_point_resumes_to_exact_counts(tmp_path, tiny_model_
     )[0] == (120, 120)
     run = get_run(store, run_id)
     assert (run["status"], run["n_done"], run["n_total"]) == ("done", 120, 120)
+
+
+def test_a_store_file_deleted_under_a_running_process_is_made_anew(tmp_path):
+    store = Store(tmp_path / "ws.duckdb")
+    assert store.query("SELECT count(*) FROM runs") == [(0,)]
+    store.path.unlink()  # e.g. the user removes the workspace while the app runs
+    assert store.query("SELECT count(*) FROM runs") == [(0,)]

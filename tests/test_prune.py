@@ -9,19 +9,9 @@ import numpy as np
 import pytest
 
 from core.errors import InputError
-from core.prune import (
-    Rule,
-    count_for_ratio,
-    cuts,
-    kept_curve,
-    load_ranking,
-    prune_counts,
-    prune_preview,
-    ranking_histogram,
-    rule_from_args,
-    select,
-    selected_row_idx,
-)
+from core.histogram import ranking_histogram
+from core.prune import kept_curve, load_ranking, prune_preview, select, selected_row_idx
+from core.rules import Rule, count_for_ratio, cuts, prune_counts, rule_from_args
 from core.store import Store
 from tests.helpers_runs import add_done_run, ingest_rows
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-from core.explore import Histogram
+from core.histogram import Histogram
 
 
 def histogram_figure(hist: Histogram, title: str, height: int = 260) -> go.Figure:

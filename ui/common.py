@@ -17,6 +17,13 @@ from core.store import Store
 
 TOKEN_OK_KEY = "access_token_ok"
 
+# How every page names the pruning rules (core.rule_names.RULES).
+RULE_LABELS = {
+    "prune-low": "Prune the lowest (the paper's rule)",
+    "prune-high": "Prune the highest",
+    "keep-middle": "Keep the middle (prune both tails)",
+}
+
 
 def require_access() -> None:
     """Stop this script run, with one message, unless its request may use the app (core.hosts).

@@ -62,7 +62,7 @@ def _number(flag: str, value: str | None) -> float | None:
 
 def run(args, store) -> int:
     from core.export import export_from_manifest, export_subset
-    from core.prune import rule_from_args
+    from core.rules import rule_from_args
 
     if args.from_manifest:
         given = [f"--{f.replace('_', '-')}" for f in _SELECTION_FLAGS if getattr(args, f)]
