@@ -114,6 +114,31 @@ def texts_by_id(store: Store, name: str, ids: list[str], fingerprint: str) -> li
     return [by_id[i] for i in ids]
 
 
+def record_training_samples(
+    store: Store, model_hash: str, fingerprint: str, ids_by_role: dict[str, list[str]]
+) -> None:
+    """Which samples of the dataset FINGERPRINT trained (role 'train') and validated ('val') the
+    weights MODEL_HASH, so Explore can flag them and validation keep them out of its evaluation.
+    Recording again replaces the earlier record: the same weights have one set of samples."""
+    rows = [(str(i), role) for role, ids in ids_by_role.items() for i in ids]
+    table = pa.table(
+        {
+            "model_hash": pa.array([model_hash] * len(rows), pa.string()),
+            "fingerprint": pa.array([fingerprint] * len(rows), pa.string()),
+            "sample_id": pa.array([r[0] for r in rows], pa.string()),
+            "role": pa.array([r[1] for r in rows], pa.string()),
+        }
+    )
+    with store.transaction() as con:
+        con.execute(
+            "DELETE FROM probe_samples WHERE model_hash = ? AND fingerprint = ?",
+            [model_hash, fingerprint],
+        )
+        con.register("_training_ids", table)
+        con.execute("INSERT INTO probe_samples SELECT * FROM _training_ids")
+        con.unregister("_training_ids")
+
+
 def sample_page(
     store: Store,
     name: str,

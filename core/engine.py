@@ -23,14 +23,14 @@ from core.errors import InputError
 
 LN2 = math.log(2.0)
 # Head chunks: [rows, vocab_cols] logits are all that is ever materialised (16 MB in fp32); these
-# sizes ran the bf16 head GEMM fastest here (~270 GFLOP/s against ~205 for 2048 x 8192).
+# sizes ran the bf16 head GEMM fastest (docs/benchmarks.md, "Figures behind the code's choices").
 HEAD_ROWS = 1024
 HEAD_COLS = 4096
 # The packed path's linear layers slow down past ~4k rows (outputs fall out of cache), so it never
 # forwards more tokens at once, whatever the budget.
 PACKED_TOKENS = 4096
 # The eager log-sum-exp makes several passes over its input; over 64-row blocks (1 MB in fp32 at
-# 4,096 columns) they stay in L2: 3-4.7x faster heads than one pass over the whole 16 MB chunk.
+# 4,096 columns) they stay in L2, which makes the head several times faster (docs/benchmarks.md).
 LSE_ROWS = 64
 
 

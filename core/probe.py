@@ -18,11 +18,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import pyarrow as pa
 import torch
 
 from core import __version__, jobs
-from core.datasets import DatasetInfo, get_dataset, texts_by_id
+from core.datasets import DatasetInfo, get_dataset, record_training_samples, texts_by_id
 from core.errors import InputError, first_line
 from core.jobs import CancelToken
 from core.models import weights_hash
@@ -255,25 +254,12 @@ class ProbeJob:
 
     def record_samples(self, model_hash: str) -> None:
         """Which samples trained (and validated) these weights, for Explore to flag."""
-        ids = [*self.train_ids, *self.val_ids]
-        roles = ["train"] * len(self.train_ids) + ["val"] * len(self.val_ids)
-        fingerprint = self.info.fingerprint
-        tbl = pa.table(
-            {
-                "model_hash": [model_hash] * len(ids),
-                "fingerprint": [fingerprint] * len(ids),
-                "sample_id": ids,
-                "role": roles,
-            }
+        record_training_samples(
+            self.store,
+            model_hash,
+            self.info.fingerprint,
+            {"train": self.train_ids, "val": self.val_ids},
         )
-        with self.store.transaction() as con:
-            con.execute(
-                "DELETE FROM probe_samples WHERE model_hash = ? AND fingerprint = ?",
-                [model_hash, fingerprint],
-            )
-            con.register("_probe_ids", tbl)
-            con.execute("INSERT INTO probe_samples SELECT * FROM _probe_ids")
-            con.unregister("_probe_ids")
 
 
 def prepare_probe(

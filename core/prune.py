@@ -353,7 +353,7 @@ def point_lookups(query: str, n: int) -> str:
     """N copies of QUERY (which selects by `column = ?`) joined by UNION ALL.
 
     DuckDB pushes an equality into the table scan and reads the other columns of the matching
-    rows only; an IN list becomes a join that reads every row's text (100x slower on 1M rows).
+    rows only; an IN list becomes a join that reads every row's text (far slower at 1M rows).
     """
     return " UNION ALL ".join([query] * n)
 

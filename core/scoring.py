@@ -23,7 +23,14 @@ import pyarrow.compute as pc
 from core import jobs
 from core.batch_scorer import BatchScorer
 from core.corpus import CorpusStats, load_corpus_for
-from core.datasets import DatasetChanged, DatasetInfo, change_since, get_dataset, read_texts_after
+from core.datasets import (
+    DatasetChanged,
+    DatasetInfo,
+    change_since,
+    get_dataset,
+    read_texts_after,
+    record_training_samples,
+)
 from core.devices import resolve_device
 from core.errors import InputError
 from core.jobs import CancelToken
@@ -41,7 +48,6 @@ class Progress:
     n_done: int
     n_total: int
     tokens_per_s: float | None
-    bytes_per_s: float | None
     eta_s: float | None
 
 
@@ -214,29 +220,13 @@ def record_probe_samples(store: Store, model: str, model_hash: str, info: Datase
     if not card or card.get("fingerprint") != info.fingerprint:
         return
     directory = resolve_model_dir(model)
-    with store.transaction() as con:
-        if con.execute(
-            "SELECT 1 FROM probe_samples WHERE model_hash = ? AND fingerprint = ? LIMIT 1",
-            [model_hash, info.fingerprint],
-        ).fetchall():
-            return
-        for role in ("train", "val"):
-            ids = card.get(f"{role}_ids")
-            if isinstance(ids, str):
-                ids = (directory / ids).read_text().splitlines()
-            if not ids:
-                continue
-            tbl = pa.table(
-                {
-                    "model_hash": [model_hash] * len(ids),
-                    "fingerprint": [info.fingerprint] * len(ids),
-                    "sample_id": [str(i) for i in ids],
-                    "role": [role] * len(ids),
-                }
-            )
-            con.register("_probe_ids", tbl)
-            con.execute("INSERT INTO probe_samples SELECT * FROM _probe_ids")
-            con.unregister("_probe_ids")
+    ids_by_role = {}
+    for role in ("train", "val"):
+        ids = card.get(f"{role}_ids")
+        if isinstance(ids, str):  # a file beside the card
+            ids = (directory / ids).read_text().splitlines()
+        ids_by_role[role] = ids or []
+    record_training_samples(store, model_hash, info.fingerprint, ids_by_role)
 
 
 def _score_rows(
@@ -339,7 +329,6 @@ class RunWriter:
                     n_done=n_done,
                     n_total=self.n_total,
                     tokens_per_s=tokens_per_s,
-                    bytes_per_s=rate,
                     eta_s=(self.bytes_total - bytes_done) / rate if rate else None,
                 )
             )

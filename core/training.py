@@ -143,8 +143,8 @@ def _batch_rows(step: int, batch_size: int, n_rows: int, seed: int, perms: dict)
 
 
 def _use_bf16(device: str) -> bool:
-    """bf16 autocast where it is native (CUDA, AVX512-bf16 CPUs): 1.2-1.4x per step measured for
-    small and base here, on par for tiny; the loss stays fp32 (see _loss)."""
+    """bf16 autocast where it is native (CUDA, AVX512-bf16 CPUs), where it speeds up a step (see
+    docs/benchmarks.md, "Figures behind the code's choices"); the loss stays fp32 (see _loss)."""
     if device.startswith("cuda"):
         return torch.cuda.is_bf16_supported()
     return device == "cpu" and cpu_has_fast_bf16()
@@ -154,7 +154,7 @@ def _set_threads(device: str) -> None:
     """One thread per idle core, unless OMP_NUM_THREADS says otherwise.
 
     Training steps are many short parallel regions; on a busy machine extra threads wait at every
-    barrier (measured: 2 threads under a load of 6 on 2 cores took 2.2x as long per step as 1).
+    barrier (docs/benchmarks.md, "Figures behind the code's choices").
     """
     if device != "cpu" or "OMP_NUM_THREADS" in os.environ:
         return

@@ -277,7 +277,6 @@ def _score_pending(
         writer.add(batch)
         if on_progress:
             elapsed = time.monotonic() - start
-            rate = writer.bytes_seen / elapsed if elapsed else None
             on_progress(
                 Progress(
                     n_done=writer.rows_seen,
@@ -285,7 +284,6 @@ def _score_pending(
                     tokens_per_s=writer.tokens_seen / elapsed
                     if plan.model_hash and elapsed
                     else None,
-                    bytes_per_s=rate,
                     eta_s=None,
                 )
             )
