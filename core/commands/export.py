@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from core.errors import InputError
+from core.rule_names import RULES
 
 _SELECTION_FLAGS = (
     "run",
@@ -32,7 +33,7 @@ def register(sub, parents) -> None:
     )
     p.add_argument("--run", help="scoring run id (see `infoprune runs`)")
     p.add_argument("--score", default="bits_per_token", help="score to rank by")
-    p.add_argument("--rule", metavar="RULE", help="prune-low | prune-high | keep-middle")
+    p.add_argument("--rule", metavar="RULE", help=" | ".join(RULES))
     p.add_argument("--ratio", metavar="R", help="fraction to prune (prune-low, prune-high)")
     p.add_argument("--ratio-low", metavar="A", help="keep-middle: fraction pruned from the low end")
     p.add_argument("--ratio-high", metavar="B", help="keep-middle: fraction pruned from the top")
