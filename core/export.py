@@ -9,6 +9,12 @@ Files appear atomically: everything is written under a temporary name beside PAT
 into place at the end, so a failed export leaves nothing half-written, and a killed one leaves a
 temporary that the next export into that folder removes (see `core.scratch`).
 
+Kept and pruned together (part "both"): the kept samples go to PATH and the pruned ones to
+`pair_path(PATH)` (`x.parquet` -> `x-pruned.parquet`, `x-kept.parquet` -> `x-pruned.parquet`), each
+with its own manifest whose `output.pair` names the other file, its row count and hash: either
+manifest rebuilds both files exactly. A manifest records the absolute store path and the dataset's
+source, so a rebuild can find the store from any directory.
+
 What an export may write over (`check_output`, shared by the CLI and the Prune & Export page):
 a file the user named, with `overwrite`; never the store's own files or anything inside or above
 them; never a folder, except an earlier `hf` export (it holds `HF_MARKER`) replaced by an `hf`
@@ -20,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,6 +37,7 @@ import numpy as np
 from core import __version__, scratch
 from core.datasets import DatasetInfo, get_dataset
 from core.errors import InputError
+from core.groups import GroupBy, group_record, load_group_table
 from core.ingest import META_KEY
 from core.prune import Selection, load_ranking, select, selected_row_idx
 from core.rules import Rule
@@ -39,6 +47,7 @@ from core.store import Store, quote_ident
 
 FORMATS = ("jsonl", "parquet", "hf")
 PARTS = ("kept", "pruned")
+BOTH = "both"  # kept and pruned together: two files, each with its manifest, naming the other
 ROW_ORDER = "source"  # rows keep the dataset's order (samples.row_idx)
 MANIFEST_VERSION = 1
 HF_MARKER = "infoprune_manifest.json"  # inside an hf export folder: it marks the folder as ours
@@ -49,24 +58,56 @@ class ExportResult:
     path: Path
     manifest_path: Path
     manifest: dict
+    pair: ExportResult | None = None  # with part "both": the pruned file's export
 
     @property
     def n_rows(self) -> int:
         return self.manifest["output"]["rows"]
 
     def line(self) -> str:
+        if self.pair is not None:
+            return (
+                f"exported {self.what()} to {self.path} and {self.pair.what()} to "
+                f"{self.pair.path}; manifests {self.manifest_path}, {self.pair.manifest_path}"
+            )
+        return f"exported {self.what()} to {self.path}; manifest {self.manifest_path}"
+
+    def what(self) -> str:
+        """What the file holds: '14 kept samples (70.0% of the dataset, 130 tokens)'."""
         out = self.manifest["output"]
         sel = self.manifest["selection"]
         share = out["rows"] / max(sel["n_kept"] + sel["n_pruned"], 1)
         tokens = f", {out['tokens']:,} tokens" if out["tokens"] is not None else ""
-        return (
-            f"exported {out['rows']:,} {out['part']} samples ({share:.1%} of the dataset{tokens}) "
-            f"to {self.path}; manifest {self.manifest_path}"
-        )
+        return f"{out['rows']:,} {out['part']} samples ({share:.1%} of the dataset{tokens})"
 
 
 def manifest_path_for(out: str | os.PathLike) -> Path:
     return Path(str(out) + ".manifest.json")
+
+
+def pair_path(out: str | os.PathLike, part: str) -> Path:
+    """Where the other part of a kept+pruned export goes, OUT holding PART: the part word at the
+    end of the name swapped (`x-kept.parquet` <-> `x-pruned.parquet`), else the other part's word
+    added before the extension (`x.parquet` -> `x-pruned.parquet`)."""
+    out = Path(out)
+    other = "pruned" if part == "kept" else "kept"
+    stem, suffix = (out.stem, out.suffix) if out.suffix else (out.name, "")
+    if stem.endswith(f"-{part}"):
+        stem = stem[: -len(part) - 1]
+    return out.with_name(f"{stem}-{other}{suffix}")
+
+
+def default_export_name(dataset: str, score: str, rule: Rule, part: str, fmt: str) -> str:
+    """The file name the app proposes: the dataset, score, rule, ratios or thresholds and part
+    (`docs-bits_per_token-prune-low-0.2-kept.parquet`); with part "both", the kept file's."""
+    values = [v for v in (rule.low, rule.high) if v is not None]
+    if rule.by == "ratio":
+        tag = "-".join(f"{v:g}" for v in values)
+    else:
+        sides = [("below", rule.low), ("above", rule.high)]
+        tag = "-".join(f"{side}-{v:g}" for side, v in sides if v is not None)
+    name = f"{dataset}-{score}-{rule.kind}-{tag}-{'kept' if part == BOTH else part}"
+    return re.sub(r"[^\w.\-]+", "-", name) + ("" if fmt == "hf" else f".{fmt}")
 
 
 @dataclass
@@ -90,7 +131,7 @@ class _Plan:
 
 def _plan(store: Store, run_id: str, score: str, rule: Rule, part: str) -> _Plan:
     if part not in PARTS:
-        raise InputError(f"unknown part '{part}' — use kept or pruned")
+        raise InputError(f"unknown part '{part}' — use kept, pruned or both")
     ranking = load_ranking(store, run_id, score)
     selection = select(ranking, rule)
     rows = np.sort(selected_row_idx(ranking, selection, part))
@@ -122,11 +163,29 @@ def export_subset(
     part: str = "kept",
     with_scores: bool = False,
     overwrite: bool = False,
+    group_by: GroupBy | None = None,
 ) -> ExportResult:
-    """Write the PART of RUN that RULE keeps or prunes (ranked by SCORE) to OUT, with a manifest."""
+    """Write the PART of RUN that RULE keeps or prunes (ranked by SCORE) to OUT, with a manifest.
+
+    PART "both": the kept samples to OUT and the pruned ones to `pair_path(OUT, "kept")`. With
+    GROUP_BY the manifest records the per-group counts (`selection.groups`).
+    """
+    outs = _outputs(store, out, fmt, overwrite, part)
+    parts = PARTS if part == BOTH else (part,)
+    plans = [_plan(store, run_id, score, rule, p) for p in parts]
+    groups = None
+    if group_by is not None:  # before anything is written: an unknown column writes nothing
+        table = load_group_table(store, run_id, score, plans[0].selection, group_by)
+        groups = group_record(table, group_by)
+    return _write(store, plans, outs, fmt, with_scores, groups=groups)
+
+
+def _outputs(store: Store, out, fmt: str, overwrite: bool, part: str) -> list[Path]:
+    """OUT, and with PART "both" the pruned file's path too, each checked by `check_output`."""
     out = check_output(store, out, fmt, overwrite)
-    plan = _plan(store, run_id, score, rule, part)
-    return _write(store, plan, out, fmt, with_scores)
+    if part != BOTH:
+        return [out]
+    return [out, check_output(store, pair_path(out, "kept"), fmt, overwrite)]
 
 
 def export_from_manifest(
@@ -137,7 +196,12 @@ def export_from_manifest(
     Refuses when the dataset or the run is no longer what the manifest was written from.
     """
     spec = read_manifest(manifest)
-    out = check_output(store, out, spec["output"]["format"], overwrite)
+    output = spec["output"]
+    pair = output.get("pair")
+    own = output["part"]
+    outs = [check_output(store, out, output["format"], overwrite)]
+    if pair is not None:
+        outs.append(check_output(store, pair_path(outs[0], own), output["format"], overwrite))
     ds, run_spec = spec["dataset"], spec["run"]
     try:
         info = get_dataset(store, ds["name"])
@@ -158,21 +222,17 @@ def export_from_manifest(
                 f"cannot rebuild {manifest}: run {run_spec['run_id']} changed since the export "
                 f"({key} differs)"
             )
-    plan = _plan(
-        store,
-        run_spec["run_id"],
-        spec["score"],
-        Rule.from_dict(spec["rule"]),
-        spec["output"]["part"],
-    )
-    if plan.rows_sha256 != spec["output"]["rows_sha256"]:
-        raise InputError(
-            f"cannot rebuild {manifest}: the rule now selects different rows "
-            f"({len(plan.row_idx)} against {spec['output']['rows']})"
-        )
-    return _write(
-        store, plan, out, spec["output"]["format"], spec["output"]["with_scores"], Path(manifest)
-    )
+    rule = Rule.from_dict(spec["rule"])
+    plans = []
+    for part in [output] + ([pair] if pair is not None else []):
+        plan = _plan(store, run_spec["run_id"], spec["score"], rule, part["part"])
+        if plan.rows_sha256 != part["rows_sha256"]:
+            raise InputError(
+                f"cannot rebuild {manifest}: the rule now selects different {part['part']} rows "
+                f"({len(plan.row_idx)} against {part['rows']})"
+            )
+        plans.append(plan)
+    return _write(store, plans, outs, output["format"], output["with_scores"], Path(manifest))
 
 
 def read_manifest(path: str | os.PathLike) -> dict:
@@ -234,6 +294,12 @@ def _manifest_problem(spec: dict) -> str | None:
         return f"'output.format' is '{output['format']}', not one of {', '.join(FORMATS)}"
     if output["part"] not in PARTS:
         return f"'output.part' is '{output['part']}', not one of {', '.join(PARTS)}"
+    pair = output.get("pair")
+    if pair is not None:
+        if not isinstance(pair, dict) or pair.get("part") not in set(PARTS) - {output["part"]}:
+            return "'output.pair' must name the other part (kept or pruned)"
+        if not isinstance(pair.get("rows"), int) or not isinstance(pair.get("rows_sha256"), str):
+            return "'output.pair' needs 'rows' and 'rows_sha256'"
     return None
 
 
@@ -322,7 +388,9 @@ def output_columns(info: DatasetInfo, with_scores: bool) -> list[tuple[str, str]
             if name in original or name == "sample_id":
                 raise InputError(
                     f"the dataset has its own column '{name}', which a score column would "
-                    "overwrite — export without --with-scores"
+                    "overwrite — export without --with-scores",
+                    ui=f"The dataset has its own column '{name}', which a score column would "
+                    "overwrite — untick “Add the score columns”.",
                 )
             cols.append((name, f"s.{quote_ident(name)}"))
     return cols
@@ -330,14 +398,71 @@ def output_columns(info: DatasetInfo, with_scores: bool) -> list[tuple[str, str]
 
 def _write(
     store: Store,
-    plan: _Plan,
-    out: Path,
+    plans: list[_Plan],
+    outs: list[Path],
     fmt: str,
     with_scores: bool,
     rebuilt_from: Path | None = None,
+    groups: dict | None = None,
 ) -> ExportResult:
+    """Each plan's rows to its OUT, with its manifest; two plans are the two parts of one export,
+    each manifest naming the other (`output.pair`). Files are renamed into place only once all
+    are written."""
     started = time.monotonic()
-    cols = output_columns(plan.info, with_scores)
+    cols = output_columns(plans[0].info, with_scores)
+    tmps = []
+    try:
+        for plan, out in zip(plans, outs, strict=True):
+            out.parent.mkdir(exist_ok=True)  # only the default exports folder can be missing here
+            scratch.sweep(out.parent)  # what killed exports left in this folder
+            tmps.append(out.parent / scratch.temp_name(out.name))
+            _write_rows(store, plan, cols, tmps[-1], fmt, with_scores)
+        manifests = [
+            _manifest(plan, out, fmt, with_scores, cols, rebuilt_from)
+            for plan, out in zip(plans, outs, strict=True)
+        ]
+        for manifest, other, other_out in zip(manifests, plans[::-1], outs[::-1], strict=True):
+            manifest["dataset"]["store"] = str(store.path.expanduser().resolve())
+            manifest["seconds"] = round(time.monotonic() - started, 3)
+            if groups is not None:
+                manifest["selection"]["groups"] = groups
+            if len(plans) == 2:
+                manifest["output"]["pair"] = {
+                    "part": other.part,
+                    "path": str(other_out),
+                    "manifest": str(manifest_path_for(other_out)),
+                    "rows": int(len(other.row_idx)),
+                    "rows_sha256": other.rows_sha256,
+                    "note": "exported together: --from-manifest with either manifest rebuilds "
+                    "both files, the other named by swapping -kept/-pruned",
+                }
+        manifest_tmps = []
+        for manifest, tmp in zip(manifests, tmps, strict=True):
+            text = json.dumps(manifest, indent=2, ensure_ascii=False, default=str)
+            if fmt == "hf":
+                (tmp / HF_MARKER).write_text(text)
+            manifest_tmps.append(tmp.with_name(tmp.name + ".manifest"))
+            manifest_tmps[-1].write_text(text)
+        for tmp, out in zip(tmps, outs, strict=True):
+            _replace(tmp, out)
+        for manifest_tmp, out in zip(manifest_tmps, outs, strict=True):
+            os.replace(manifest_tmp, manifest_path_for(out))
+    finally:
+        for tmp in tmps:
+            for leftover in tmp.parent.iterdir():
+                if leftover.name.startswith(tmp.name):
+                    scratch.remove(leftover)
+    results = [
+        ExportResult(out, manifest_path_for(out), manifest)
+        for out, manifest in zip(outs, manifests, strict=True)
+    ]
+    if len(results) == 2:
+        results[0].pair = results[1]
+    return results[0]
+
+
+def _write_rows(store: Store, plan: _Plan, cols, tmp: Path, fmt: str, with_scores: bool) -> None:
+    """PLAN's rows, columns COLS, in source order, to TMP (a file, or an hf folder)."""
     select_list = ", ".join(f"{expr} AS {quote_ident(name)}" for name, expr in cols)
     scores_join = "LEFT JOIN scores s ON s.run_id = ? AND s.sample_id = x.sample_id "
     query = (
@@ -349,37 +474,19 @@ def _write(
         + "WHERE x.dataset = ? AND get_bit(?::BIT, x.row_idx::INTEGER) = 1 ORDER BY x.row_idx"
     )
     params = ([plan.run["run_id"]] if with_scores else []) + [plan.info.name, _bitmask(plan)]
-    out.parent.mkdir(exist_ok=True)  # only the default exports folder can be missing here
-    scratch.sweep(out.parent)  # what killed exports left in this folder
-    tmp = out.parent / scratch.temp_name(out.name)
-    try:
-        with store.connect() as con:
-            parquet_tmp = tmp if fmt != "hf" else tmp.with_name(tmp.name + ".parquet")
-            fmt_sql = "json" if fmt == "jsonl" else "parquet"
-            written = con.execute(
-                f"COPY ({query}) TO ? (FORMAT {fmt_sql})", [*params, str(parquet_tmp)]
-            ).fetchall()[0][0]
-        if written != len(plan.row_idx):
-            raise InputError(
-                f"dataset '{plan.info.name}' is missing rows ({written} of "
-                f"{len(plan.row_idx)} found) — ingest it again"
-            )
-        if fmt == "hf":
-            parquet_to_hf(parquet_tmp, tmp)
-        manifest = _manifest(plan, out, fmt, with_scores, cols, rebuilt_from)
-        manifest["seconds"] = round(time.monotonic() - started, 3)
-        manifest_text = json.dumps(manifest, indent=2, ensure_ascii=False, default=str)
-        if fmt == "hf":
-            (tmp / HF_MARKER).write_text(manifest_text)
-        manifest_tmp = tmp.with_name(tmp.name + ".manifest")
-        manifest_tmp.write_text(manifest_text)
-        _replace(tmp, out)
-        os.replace(manifest_tmp, manifest_path_for(out))
-    finally:
-        for leftover in tmp.parent.iterdir():
-            if leftover.name.startswith(tmp.name):
-                scratch.remove(leftover)
-    return ExportResult(out, manifest_path_for(out), manifest)
+    with store.connect() as con:
+        parquet_tmp = tmp if fmt != "hf" else tmp.with_name(tmp.name + ".parquet")
+        fmt_sql = "json" if fmt == "jsonl" else "parquet"
+        written = con.execute(
+            f"COPY ({query}) TO ? (FORMAT {fmt_sql})", [*params, str(parquet_tmp)]
+        ).fetchall()[0][0]
+    if written != len(plan.row_idx):
+        raise InputError(
+            f"dataset '{plan.info.name}' is missing rows ({written} of "
+            f"{len(plan.row_idx)} found) — ingest it again"
+        )
+    if fmt == "hf":
+        parquet_to_hf(parquet_tmp, tmp)
 
 
 def _bitmask(plan: _Plan) -> str:

@@ -42,8 +42,8 @@ class Ranking:
     cum_tokens: np.ndarray  # len N + 1; a sample without n_tokens counts 0
     cum_bytes: np.ndarray  # len N + 1
     unscored_row_idx: np.ndarray
-    unscored_tokens: int
-    unscored_bytes: int
+    unscored_n_tokens: np.ndarray  # of each unscored sample, in unscored_row_idx's order
+    unscored_n_bytes: np.ndarray
     has_tokens: bool = field(default=True)
 
     @property
@@ -53,6 +53,14 @@ class Ranking:
     @property
     def n_unscored(self) -> int:
         return len(self.unscored_row_idx)
+
+    @property
+    def unscored_tokens(self) -> int:
+        return int(self.unscored_n_tokens.sum())
+
+    @property
+    def unscored_bytes(self) -> int:
+        return int(self.unscored_n_bytes.sum())
 
     @property
     def total_tokens(self) -> int:
@@ -173,8 +181,8 @@ def _compute_ranking(store: Store, run: dict, score: str) -> Ranking:
         cum_tokens=np.concatenate([[0], np.cumsum(tokens[:n])]),
         cum_bytes=np.concatenate([[0], np.cumsum(nbytes[:n])]),
         unscored_row_idx=row_idx[n:],
-        unscored_tokens=int(tokens[n:].sum()),
-        unscored_bytes=int(nbytes[n:].sum()),
+        unscored_n_tokens=tokens[n:],
+        unscored_n_bytes=nbytes[n:],
         has_tokens=bool((~np.ma.getmaskarray(tokens_col)).any()),
     )
 
@@ -290,6 +298,7 @@ class PrunePreview:
     random_pruned: pd.DataFrame  # rank, score, n_tokens, n_bytes, sample_id, text
     curve: pd.DataFrame  # pruned_ratio, kept_tokens_share, kept_bytes_share, current
     histogram: Histogram  # of the ranked scores, for the threshold lines
+    ranking: Ranking  # what it was computed from (cached), for per-group views
 
 
 def prune_preview(
@@ -342,7 +351,12 @@ def _preview(con, ranking: Ranking, rule: Rule, n_borderline: int, n_random: int
     )
     random_pruned = pd.DataFrame([details[p] for p in random_positions], columns=_DETAIL_COLUMNS)
     return PrunePreview(
-        selection, borderline, random_pruned, kept_curve(ranking, rule), ranking_histogram(ranking)
+        selection,
+        borderline,
+        random_pruned,
+        kept_curve(ranking, rule),
+        ranking_histogram(ranking),
+        ranking,
     )
 
 
@@ -392,14 +406,32 @@ CURVE_RATIOS = tuple(round(0.05 * i, 2) for i in range(21))
 
 
 def kept_curve(ranking: Ranking, rule: Rule, ratios=CURVE_RATIOS) -> pd.DataFrame:
-    """Kept share of tokens and bytes if the same rule pruned other shares of samples.
+    """Kept share of tokens and bytes if the same rule pruned other shares of samples."""
+    rows = []
+    for r, other, current in curve_rules(ranking, rule, ratios):
+        s = select(ranking, other)
+        rows.append(
+            {
+                "pruned_ratio": r,
+                "kept_tokens_share": s.kept_tokens_share,
+                "kept_bytes_share": s.kept_bytes_share,
+                "current": current,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def curve_rules(
+    ranking: Ranking, rule: Rule, ratios=CURVE_RATIOS
+) -> list[tuple[float, Rule, bool]]:
+    """(share pruned, RULE's kind pruning that share, whether it is RULE's own share) per point.
 
     keep-middle keeps the current split between its two tails (an even split when both are 0).
     """
     selection = select(ranking, rule)
     total = selection.ratio_low + selection.ratio_high
     low_part = selection.ratio_low / total if total else 0.5
-    rows = []
+    out = []
     for r in sorted({*ratios, round(total, 4)}):
         if rule.kind == "prune-low":
             other = Rule("prune-low", r)
@@ -408,13 +440,5 @@ def kept_curve(ranking: Ranking, rule: Rule, ratios=CURVE_RATIOS) -> pd.DataFram
         else:
             low = round(r * low_part, 6)
             other = Rule("keep-middle", low, max(round(r - low, 6), 0.0))
-        s = select(ranking, other)
-        rows.append(
-            {
-                "pruned_ratio": r,
-                "kept_tokens_share": s.kept_tokens_share,
-                "kept_bytes_share": s.kept_bytes_share,
-                "current": math.isclose(r, round(total, 4)),
-            }
-        )
-    return pd.DataFrame(rows)
+        out.append((r, other, math.isclose(r, round(total, 4))))
+    return out

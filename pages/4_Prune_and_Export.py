@@ -4,23 +4,42 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import plotly.graph_objects as go
 import streamlit as st
 
 from core.errors import InputError
-from core.export import FORMATS, default_export_dir, export_subset
+from core.export import (
+    BOTH,
+    FORMATS,
+    PARTS,
+    default_export_dir,
+    default_export_name,
+    export_subset,
+    pair_path,
+)
+from core.groups import group_kept_curve, group_table, load_groups, with_groups
 from core.prune import prune_preview
 from core.rule_names import RULES
 from core.rules import Rule
 from core.scores import WEIGHTED_PREFIX, score_columns, score_names, weighted_name
 from core.scoring import get_run, run_score_columns
 from core.store import Store
-from ui.charts import histogram_figure
-from ui.common import RULE_LABELS, fmt_int, get_store, pick_run, require_access, show_error
+from ui.charts import group_share_figure, histogram_figure, kept_curve_figure
+from ui.common import (
+    RULE_LABELS,
+    fmt_int,
+    follow_default,
+    get_store,
+    pick_group_by,
+    pick_run,
+    require_access,
+    reset_to_default,
+    show_error,
+)
 
 require_access()  # first: see ui/common.py
 
 DOWNLOAD_MAX_BYTES = 100 * 1024 * 1024
+PART_LABELS = {"kept": "Kept samples", "pruned": "Pruned samples", BOTH: "Both (two files)"}
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -64,17 +83,26 @@ try:
     if not options:
         st.info("This run holds no score to rank by yet.")
         st.stop()
-    c1, c2 = st.columns([2, 1])
+    if st.session_state.get("prune_score_run") != run_id or (
+        st.session_state.get("prune_score") not in options
+    ):  # another run: start from its default score, and from its own range of thresholds
+        st.session_state["prune_score"] = (
+            "bits_per_token" if "bits_per_token" in options else options[0]
+        )
+        st.session_state["prune_score_run"] = run_id
+        for stale in [k for k in st.session_state if str(k).startswith("threshold_")]:
+            del st.session_state[stale]
+    c1, c2, c3 = st.columns([2, 1, 1])
     score = c1.selectbox(
         "Rank by",
         options,
-        index=options.index("bits_per_token") if "bits_per_token" in options else 0,
         key="prune_score",
         help="bits_per_token is the paper's measure; weighted mixes it with word entropy.",
     )
     if score.startswith(WEIGHTED_PREFIX):
         alpha = c2.slider("Weight α of bits_per_token", 0.0, 1.0, 0.5, 0.05, key="prune_alpha")
         score = weighted_name(alpha)
+    group_by = pick_group_by(store, run["dataset"], key="prune_group_by", container=c3)
     kind = st.radio("Rule", RULES, format_func=RULE_LABELS.get, horizontal=True, key="prune_rule")
     by = st.radio(
         "Set by",
@@ -151,10 +179,53 @@ try:
             fig.add_vline(x=cut.line, line_color="crimson", line_dash="dash")
     st.plotly_chart(fig, key="prune_hist")
 
+    group_curve = None
+    borderline, random_pruned = preview.borderline, preview.random_pruned
+    if group_by is not None:
+        groups = load_groups(store, run["dataset"], group_by)
+        table = group_table(preview.ranking, sel, groups)
+        group_curve = group_kept_curve(preview.ranking, rule, groups)
+        borderline = with_groups(borderline, preview.ranking, groups)
+        random_pruned = with_groups(random_pruned, preview.ranking, groups)
+        noun = f"{group_by.column} domain" if group_by.domain else group_by.column
+        st.subheader(f"What each {noun} loses")
+        st.caption(
+            "The cut group by group: what each group holds and the share of it this rule prunes, "
+            "the groups losing the largest share of their samples first. Unscored samples are "
+            "kept."
+        )
+        st.plotly_chart(group_share_figure(table, group_by.label), key="prune_groups_chart")
+        if not sel.has_tokens:
+            table = table.drop(columns=["tokens", "kept_tokens", "pruned_token_share"])
+        st.dataframe(
+            table,
+            hide_index=True,
+            width="stretch",
+            key="prune_groups_table",
+            column_config={
+                "group": st.column_config.TextColumn(group_by.label),
+                "pruned_share": st.column_config.ProgressColumn(
+                    "pruned share of samples", format="percent", min_value=0.0, max_value=1.0
+                ),
+                "kept_tokens": st.column_config.NumberColumn("kept tokens"),
+                "pruned_token_share": st.column_config.NumberColumn(
+                    "pruned share of tokens", format="percent"
+                ),
+                "bytes": st.column_config.NumberColumn(format="bytes"),
+                "kept_bytes": st.column_config.NumberColumn("kept bytes", format="bytes"),
+                "pruned_byte_share": st.column_config.NumberColumn(
+                    "pruned share of bytes", format="percent"
+                ),
+                "unscored": st.column_config.NumberColumn(
+                    "unscored (kept)", help="Samples without a value for this score: kept."
+                ),
+            },
+        )
+
     st.subheader("At the cut")
     st.caption("The samples just either side of each threshold: is the line in the right place?")
     st.dataframe(
-        preview.borderline,
+        borderline,
         hide_index=True,
         width="stretch",
         column_config={"score": st.column_config.NumberColumn(score, format="%.4f")},
@@ -162,58 +233,52 @@ try:
 
     st.subheader("A random handful of what would be pruned")
     st.number_input("Seed", min_value=0, step=1, key="prune_seed")
-    if preview.random_pruned.empty:
+    if random_pruned.empty:
         st.caption("Nothing is pruned.")
     else:
         st.dataframe(
-            preview.random_pruned,
+            random_pruned,
             hide_index=True,
             width="stretch",
             column_config={"score": st.column_config.NumberColumn(score, format="%.4f")},
         )
 
-    curve = preview.curve
-    y = "kept_tokens_share" if sel.has_tokens else "kept_bytes_share"
-    fig = go.Figure(
-        go.Scatter(x=curve["pruned_ratio"], y=curve[y], mode="lines+markers", name="same rule")
-    )
-    current = curve[curve["current"]]
-    fig.add_trace(
-        go.Scatter(
-            x=current["pruned_ratio"],
-            y=current[y],
-            mode="markers",
-            name="now",
-            marker=dict(size=12, color="crimson"),
-        )
-    )
-    fig.update_layout(
-        title=f"Kept share of {'tokens' if sel.has_tokens else 'bytes'} against share of samples "
-        "pruned",
-        height=280,
-        margin=dict(l=10, r=10, t=40, b=10),
-        showlegend=False,
-    )
-    fig.update_xaxes(title="share of scored samples pruned", tickformat=".0%")
-    fig.update_yaxes(title="kept share", tickformat=".0%", range=[0, 1.02])
+    fig = kept_curve_figure(preview.curve, group_curve, sel.has_tokens)
     st.plotly_chart(fig, key="prune_curve")
 
     st.subheader("Export")
-    default_dir = default_export_dir(store)
-    e1, e2, e3 = st.columns(3)
+    e1, e2, e3 = st.columns([1, 2, 1])
     fmt = e1.selectbox(
         "Format", FORMATS, index=1, key="export_format", help="hf = a datasets.save_to_disk folder"
     )
-    part = e2.radio("Write", ["kept", "pruned"], horizontal=True, key="export_part")
+    part = e2.radio(
+        "Write", [*PARTS, BOTH], format_func=PART_LABELS.get, horizontal=True, key="export_part"
+    )
     with_scores = e3.checkbox("Add the score columns", key="export_with_scores")
-    tag = "-".join(f"{v:g}" for v in (low, high) if v is not None)
-    suffix = "" if fmt == "hf" else f".{fmt}"
+    name = default_export_name(run["dataset"], score, rule, part, fmt)
+    default = str(default_export_dir(store) / name)
+    typed_for = follow_default("export_out", default)
     out = st.text_input(
         "Write to",
-        value=str(default_dir / f"{run['dataset']}-{kind}-{tag}-{part}{suffix}"),
-        key=f"export_out_{fmt}",
-        help="A manifest PATH.manifest.json is written beside it; the CLI can rebuild from it.",
+        key="export_out",
+        help="Named after the dataset, score, rule, ratios and part until you type another name. "
+        "A manifest PATH.manifest.json is written beside it; the CLI can rebuild from it.",
     )
+    if part == BOTH and out.strip():
+        st.caption(f"The pruned samples go to `{pair_path(out.strip(), 'kept')}`.")
+    if typed_for is not None and typed_for != default:
+        w1, w2 = st.columns([4, 1])
+        w1.warning(
+            "You typed this name for other settings; these would be named "
+            f"`{name}`. Check that it says what the file holds.",
+            icon=":material/warning:",
+        )
+        w2.button(
+            "Use that name",
+            key="export_use_default",
+            on_click=reset_to_default,
+            args=["export_out"],
+        )
     overwrite = st.checkbox("Replace it if it exists", key="export_overwrite")
     if st.button("Export", type="primary", key="export_button"):
         with st.spinner("Exporting…"):
@@ -222,26 +287,36 @@ try:
                 run_id,
                 score,
                 rule,
-                out,
+                out.strip(),
                 fmt=fmt,
                 part=part,
                 with_scores=with_scores,
                 overwrite=overwrite,
             )
-        st.session_state["last_export"] = (str(result.path), result.line(), fmt)
+        written = [result] + ([result.pair] if result.pair else [])
+        st.session_state["last_export"] = ([(r.what(), str(r.path)) for r in written], fmt)
     if "last_export" in st.session_state:
-        path, line, last_fmt = st.session_state["last_export"]
-        st.success(line)
-        file = Path(path)
-        if last_fmt != "hf" and file.is_file() and file.stat().st_size <= DOWNLOAD_MAX_BYTES:
-            st.download_button(
-                f"Download {file.name}",
-                file.read_bytes(),
-                file_name=file.name,
-                key="export_download",
-            )
+        written, last_fmt = st.session_state["last_export"]
+        lines = [f"{'and' if i else 'exported'} {w} to `{p}`" for i, (w, p) in enumerate(written)]
+        beside = "each with its manifest" if len(written) == 2 else "with its manifest"
+        st.success(
+            "  \n".join(lines) + f",  \n{beside} beside it (`PATH.manifest.json`).",
+            icon=":material/check_circle:",
+        )
+        paths = [path for _, path in written]
+        for i, file in enumerate(map(Path, paths)):
+            if last_fmt != "hf" and file.is_file() and file.stat().st_size <= DOWNLOAD_MAX_BYTES:
+                st.download_button(
+                    f"Download {file.name}",
+                    file.read_bytes(),
+                    file_name=file.name,
+                    key=f"export_download_{i}",
+                )
+        both_files = "both files" if len(paths) == 2 else "it"
+        st.caption(f"Rebuild {both_files} anywhere from the manifest:")
         st.code(
-            f"infoprune export --from-manifest {path}.manifest.json --out PATH", language="bash"
+            f"infoprune export --from-manifest {paths[0]}.manifest.json --out PATH",
+            language="bash",
         )
 except InputError as exc:
     show_error(exc)

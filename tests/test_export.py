@@ -9,7 +9,13 @@ import pytest
 
 from core.cli import main
 from core.errors import InputError
-from core.export import export_from_manifest, export_subset, manifest_path_for
+from core.export import (
+    default_export_name,
+    export_from_manifest,
+    export_subset,
+    manifest_path_for,
+    pair_path,
+)
 from core.rules import Rule
 from core.scores import table_columns
 from core.store import Store
@@ -236,3 +242,94 @@ def test_unfinished_run_and_manifest_flags_are_refused(scored, tmp_path, capsys)
         main(["export", "--db", db, "--from-manifest", str(tmp_path / "m.json"), "--out", "o"]) == 2
     )
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_kept_and_pruned_together_two_files_whose_manifests_rebuild_both(scored, tmp_path):
+    store, run = scored
+    out = tmp_path / "docs-kept.jsonl"
+    result = export_subset(
+        store, run, "bits_per_token", Rule("prune-low", 0.25), out, fmt="jsonl", part="both"
+    )
+    pruned = tmp_path / "docs-pruned.jsonl"
+    assert (result.path, result.pair.path) == (out, pruned)
+    assert [r["sample_id"] for r in read_rows(out, "jsonl")[1]] == KEPT_LOW
+    assert [r["sample_id"] for r in read_rows(pruned, "jsonl")[1]] == PRUNED_LOW
+    kept_m = json.loads(manifest_path_for(out).read_text())
+    pruned_m = json.loads(manifest_path_for(pruned).read_text())
+    assert (kept_m["output"]["part"], pruned_m["output"]["part"]) == ("kept", "pruned")
+    assert kept_m["output"]["pair"]["path"] == str(pruned)
+    assert pruned_m["output"]["pair"]["manifest"] == str(manifest_path_for(out))
+    assert kept_m["output"]["pair"]["rows_sha256"] == pruned_m["output"]["rows_sha256"]
+    assert "15 kept samples" in result.line() and "5 pruned samples (25.0%" in result.line()
+
+    # Either manifest rebuilds both files, byte for byte, the other named by the same rule.
+    export_from_manifest(store, manifest_path_for(pruned), tmp_path / "again-pruned.jsonl")
+    assert (tmp_path / "again-pruned.jsonl").read_bytes() == pruned.read_bytes()
+    assert (tmp_path / "again-kept.jsonl").read_bytes() == out.read_bytes()
+    export_from_manifest(store, manifest_path_for(out), tmp_path / "third.jsonl")
+    assert (tmp_path / "third.jsonl").read_bytes() == out.read_bytes()
+    assert (tmp_path / "third-pruned.jsonl").read_bytes() == pruned.read_bytes()
+
+
+def test_both_refuses_when_the_pruned_file_exists_and_writes_nothing(scored, tmp_path):
+    store, run = scored
+    (tmp_path / "x-pruned.parquet").write_text("precious")
+    with pytest.raises(InputError, match="x-pruned.parquet already exists"):
+        rule = Rule("prune-low", 0.2)
+        export_subset(store, run, "bits_per_token", rule, tmp_path / "x.parquet", part="both")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x-pruned.parquet"]
+
+
+def test_part_both_from_the_cli_and_the_names_of_the_pair(scored, tmp_path, capsys):
+    store, run = scored
+    out = tmp_path / "web.parquet"
+    argv = ["export", "--db", str(store.path), "--run", run, "--rule", "prune-high"]
+    argv += ["--ratio", "0.1", "--format", "parquet", "--part", "both", "--out", str(out)]
+    assert main(argv) == 0
+    assert f"to {tmp_path / 'web-pruned.parquet'}" in capsys.readouterr().out
+    assert pq.read_table(tmp_path / "web-pruned.parquet").column("id").to_pylist() == [
+        "doc-00",
+        "doc-01",
+    ]
+    assert pair_path(tmp_path / "a-kept.parquet", "kept").name == "a-pruned.parquet"
+    assert pair_path(tmp_path / "a-pruned.jsonl", "pruned").name == "a-kept.jsonl"
+    assert pair_path(tmp_path / "hf-folder", "kept").name == "hf-folder-pruned"
+
+
+def test_default_name_follows_dataset_score_rule_ratios_and_part():
+    name = default_export_name("docs", "bits_per_token", Rule("prune-low", 0.2), "kept", "parquet")
+    assert name == "docs-bits_per_token-prune-low-0.2-kept.parquet"
+    middle = Rule("keep-middle", 0.1, 0.05)
+    assert default_export_name("docs", "weighted:0.7", middle, "pruned", "hf") == (
+        "docs-weighted-0.7-keep-middle-0.1-0.05-pruned"
+    )
+    by_value = Rule("prune-high", None, 3.5, by="threshold")
+    assert default_export_name("d", "word_entropy", by_value, "both", "jsonl") == (
+        "d-word_entropy-prune-high-above-3.5-kept.jsonl"
+    )
+
+
+def test_a_manifest_rebuilds_from_any_directory_with_its_recorded_store(
+    tmp_path, monkeypatch, capsys
+):
+    (tmp_path / "ws").mkdir()
+    store, run = make_store(tmp_path / "ws")
+    first = tmp_path / "first.parquet"
+    export_subset(store, run, "bits_per_token", Rule("prune-low", 0.3), first)
+    manifest = json.loads(manifest_path_for(first).read_text())
+    assert manifest["dataset"]["store"] == str(store.path.resolve())
+    assert manifest["dataset"]["source"].endswith(".jsonl")
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # no ./workspace here: only the recorded store has the run
+    rebuild = ["export", "--from-manifest", f"{first}.manifest.json"]
+    assert main([*rebuild, "--out", "again.parquet"]) == 0
+    assert f"rebuilt from the store {store.path.resolve()}" in capsys.readouterr().out
+    assert pq.read_table(elsewhere / "again.parquet").equals(pq.read_table(first))
+    assert not (elsewhere / "workspace").exists()
+
+    # --db wins over the recorded store: an empty store there has no such dataset.
+    other = tmp_path / "other.duckdb"
+    assert main([*rebuild, "--out", "third.parquet", "--db", str(other)]) == 2
+    assert "cannot rebuild" in (err := capsys.readouterr().err) and "unknown dataset 'docs'" in err

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 
 from core.errors import InputError
 from core.rule_names import RULES
@@ -40,12 +42,33 @@ def register(sub, parents) -> None:
     p.add_argument("--threshold", metavar="T", help="instead of --ratio: prune below/above T")
     p.add_argument("--threshold-low", metavar="T", help="keep-middle: prune scores below T")
     p.add_argument("--threshold-high", metavar="T", help="keep-middle: prune scores above T")
-    p.add_argument("--part", default="kept", help="kept (default) or pruned")
+    p.add_argument(
+        "--part",
+        default="kept",
+        help="kept (default), pruned, or both: the kept samples to PATH, the pruned to PATH with "
+        "-pruned before its extension (a -kept at the end of its name becomes -pruned)",
+    )
     p.add_argument("--format", metavar="FMT", help="jsonl | parquet | hf (save_to_disk folder)")
-    p.add_argument("--out", required=True, metavar="PATH", help="file (or folder for hf)")
+    p.add_argument("--out", metavar="PATH", help="file (or folder for hf)")
     p.add_argument("--with-scores", action="store_true", help="add every stored score column")
     p.add_argument("--overwrite", action="store_true", help="replace an existing PATH")
-    p.add_argument("--from-manifest", metavar="M", help="rebuild the subset a manifest describes")
+    p.add_argument(
+        "--from-manifest",
+        metavar="M",
+        help="rebuild the subset a manifest describes (both files of a --part both export), "
+        "from --db, else $INFOPRUNE_DB, else the store the manifest recorded",
+    )
+    p.add_argument(
+        "--group-by",
+        metavar="COLUMN",
+        help="a metadata column (COLUMN:domain for a URL column): print what the rule prunes of "
+        "each group, and record the per-group counts in the manifest",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print what the rule would keep and prune (per group with --group-by); write nothing",
+    )
     p.set_defaults(func=run)
 
 
@@ -61,20 +84,48 @@ def _number(flag: str, value: str | None) -> float | None:
     return number
 
 
+def _manifest_store(args, store):
+    """The store to rebuild from: --db or $INFOPRUNE_DB when given, else the store the manifest
+    recorded while it exists, else the default one."""
+    from core.config import ENV_DB
+    from core.export import read_manifest
+    from core.store import Store
+
+    if args.db or os.environ.get(ENV_DB):
+        return store
+    recorded = read_manifest(args.from_manifest)["dataset"].get("store")
+    if isinstance(recorded, str) and Path(recorded).is_file():
+        return Store(recorded)
+    if not store.path.exists():
+        raise InputError(
+            f"cannot rebuild {args.from_manifest}: its store "
+            f"{recorded or '(not recorded)'} is gone and {store.path} does not exist — pass --db "
+            "the store the export was made from"
+        )
+    return store
+
+
 def run(args, store) -> int:
     from core.export import export_from_manifest, export_subset
+    from core.groups import GroupBy
     from core.rules import rule_from_args
 
+    if args.from_manifest and (args.dry_run or args.group_by):
+        raise InputError("--from-manifest rebuilds an export; it takes no --dry-run or --group-by")
+    if not args.out and not args.dry_run:
+        raise InputError("--out PATH is required (or pass --dry-run to write nothing)")
     if args.from_manifest:
         given = [f"--{f.replace('_', '-')}" for f in _SELECTION_FLAGS if getattr(args, f)]
         if given or args.with_scores or args.part != "kept" or args.score != "bits_per_token":
             raise InputError(
-                "--from-manifest takes only --out (and --overwrite): the manifest fixes the rest"
+                "--from-manifest takes only --out (and --overwrite, --db): the manifest fixes "
+                "the rest"
             )
+        store = _manifest_store(args, store)
         result = export_from_manifest(store, args.from_manifest, args.out, args.overwrite)
-        print(result.line())
+        print(f"{result.line()}; rebuilt from the store {store.path}")
         return 0
-    for flag in ("run", "rule", "format"):
+    for flag in ("run", "rule") if args.dry_run else ("run", "rule", "format"):
         if not getattr(args, flag):
             raise InputError(f"--{flag} is required (or pass --from-manifest M)")
     rule = rule_from_args(
@@ -91,6 +142,10 @@ def run(args, store) -> int:
             )
         },
     )
+    group_by = GroupBy.parse(args.group_by) if args.group_by else None
+    if args.dry_run:
+        print(_dry_run_report(store, args.run, args.score, rule, group_by))
+        return 0
     result = export_subset(
         store,
         args.run,
@@ -101,6 +156,29 @@ def run(args, store) -> int:
         part=args.part,
         with_scores=args.with_scores,
         overwrite=args.overwrite,
+        group_by=group_by,
     )
     print(result.line())
     return 0
+
+
+def _dry_run_report(store, run_id: str, score: str, rule, group_by) -> str:
+    """What the rule keeps and prunes, in totals and with GROUP_BY per group; nothing written."""
+    from core.groups import format_group_table, load_group_table
+    from core.prune import load_ranking, select
+
+    sel = select(load_ranking(store, run_id, score), rule)
+    tokens = (
+        "no token counts"
+        if sel.kept_tokens_share is None
+        else f"{sel.kept_tokens_share:.1%} of tokens kept"
+    )
+    line = (
+        f"dry run, nothing written: {rule.describe()} by {score}: {sel.n_kept:,} of "
+        f"{sel.n_total:,} samples kept ({sel.kept_share:.1%}), {sel.n_pruned:,} pruned, "
+        f"{sel.n_unscored:,} unscored (kept); {sel.kept_bytes_share:.1%} of bytes kept, {tokens}"
+    )
+    if group_by is None:
+        return line
+    table = load_group_table(store, run_id, score, sel, group_by)
+    return f"{line}\n\n{format_group_table(table, group_by)}"
