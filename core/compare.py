@@ -13,12 +13,15 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from core.datasets import get_dataset
 from core.errors import InputError
+from core.groups import GroupBy, group_case_sql, load_groups
+from core.ingest import META_KEY
 from core.prune import load_ranking, select, selected_row_idx
 from core.rules import Rule
 from core.scores import WEIGHTED_PARTS, score_expression, stored_score_names, weighted_name
-from core.scoring import run_score_columns
-from core.store import Store
+from core.scoring import get_run, run_score_columns
+from core.store import Store, quote_ident
 
 SPEARMAN_MAX_ROWS = 1_000_000  # above this, ranks come from a fixed-seed reservoir sample
 
@@ -88,17 +91,22 @@ def _sample(rows: str, k: int) -> str:
     return f"SELECT * FROM ({rows}) USING SAMPLE reservoir({int(k)} ROWS) REPEATABLE (0)"
 
 
-def load_prune_overlap(
-    store: Store, run_id: str, a: str, b: str, rule: Rule, n_examples: int = 5
-) -> Overlap:
-    """How far the sets that scores A and B prune under RULE agree, with examples of each."""
+def _pruned_rows(store: Store, run_id: str, a: str, b: str, rule: Rule):
+    """The row_idx that A and that B prune under RULE, most extreme first; and B's ranking."""
     pruned = []
     for score in (a, b):
         ranking = load_ranking(store, run_id, score)
         # Rank order, most extreme first: the examples are the clearest disagreements.
         rows = selected_row_idx(ranking, select(ranking, rule), "pruned")
         pruned.append(rows[::-1] if rule.kind == "prune-high" else rows)
-    in_a, in_b = pruned
+    return pruned[0], pruned[1], ranking
+
+
+def load_prune_overlap(
+    store: Store, run_id: str, a: str, b: str, rule: Rule, n_examples: int = 5
+) -> Overlap:
+    """How far the sets that scores A and B prune under RULE agree, with examples of each."""
+    in_a, in_b, ranking = _pruned_rows(store, run_id, a, b, rule)
     only_a, only_b = in_a[~np.isin(in_a, in_b)], in_b[~np.isin(in_b, in_a)]
     both = len(in_a) - len(only_a)
     union = len(in_a) + len(only_b)
@@ -124,3 +132,70 @@ def _load_examples(
         "WHERE x.dataset = ? AND list_contains(?, x.row_idx) ORDER BY list_position(?, x.row_idx)",
         [run_id, dataset, rows, rows],
     )
+
+
+GROUP_AGREEMENT_COLUMNS = [
+    "group",
+    "samples",
+    "spearman",
+    "pruned_a",
+    "pruned_b",
+    "pruned_both",
+    "jaccard",
+]
+
+
+def load_group_agreement(
+    store: Store, run_id: str, a: str, b: str, rule: Rule, by: GroupBy
+) -> pd.DataFrame:
+    """Per group of BY (in the groups' order): its samples, Spearman's rho between A and B over
+    its samples with both scores, and the overlap of the sets A and B prune of it under RULE.
+
+    The pruned sets are the whole run's (what `load_prune_overlap` compares), counted per group;
+    rho ranks each group's samples among themselves (ties: average ranks).
+    """
+    groups = load_groups(store, get_run(store, run_id)["dataset"], by)
+    n = len(groups.labels)
+    in_a, in_b, _ = _pruned_rows(store, run_id, a, b, rule)
+    both = in_a[np.isin(in_a, in_b)]
+    pruned_a, pruned_b, pruned_both = (
+        np.bincount(groups.codes[rows], minlength=n) for rows in (in_a, in_b, both)
+    )
+    union = pruned_a + pruned_b - pruned_both
+    rho = _group_spearman(store, run_id, a, b, by, groups.labels)
+    return pd.DataFrame(
+        {
+            "group": groups.labels,
+            "samples": groups.sizes,
+            "spearman": [rho.get(g, math.nan) for g in groups.labels],
+            "pruned_a": pruned_a,
+            "pruned_b": pruned_b,
+            "pruned_both": pruned_both,
+            "jaccard": np.where(union > 0, pruned_both / np.maximum(union, 1), np.nan),
+        },
+        columns=GROUP_AGREEMENT_COLUMNS,
+    )
+
+
+def _group_spearman(
+    store: Store, run_id: str, a: str, b: str, by: GroupBy, labels: list[str]
+) -> dict[str, float]:
+    """Spearman's rho of A and B within each group (NaN counts as no score)."""
+    info = get_dataset(store, get_run(store, run_id)["dataset"])
+    clean = "CASE WHEN isnan({0}) THEN NULL ELSE {0} END"
+    group = group_case_sql(by, labels, f"m.{quote_ident(by.column)}")
+    rows = (
+        f"SELECT {group} AS g, s.a, s.b FROM (SELECT sample_id, "
+        f"{clean.format(score_expression(a))} AS a, {clean.format(score_expression(b))} AS b "
+        f"FROM scores WHERE run_id = ?) s LEFT JOIN {quote_ident(info.meta_table)} m "
+        f"ON m.{quote_ident(META_KEY)} = s.sample_id WHERE s.a IS NOT NULL AND s.b IS NOT NULL"
+    )
+    ranks = ", ".join(
+        f"rank() OVER (PARTITION BY g ORDER BY {c}) "
+        f"+ (count(*) OVER (PARTITION BY g, {c}) - 1) / 2 AS r{c}"
+        for c in ("a", "b")
+    )
+    found = store.query(
+        f"SELECT g, corr(ra, rb) FROM (SELECT g, {ranks} FROM ({rows})) GROUP BY g", [run_id]
+    )
+    return {g: math.nan if rho is None else rho for g, rho in found}

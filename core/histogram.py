@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -20,6 +20,7 @@ class Histogram:
     counts: list[int]
     n_values: int  # values counted in the bins
     n_left_out: int  # samples with no value (or, on a log axis, a value <= 0)
+    by_group: dict[str, list[int]] = field(default_factory=dict)  # group label -> its counts
 
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame(

@@ -1,15 +1,25 @@
-"""Explore a scoring run: distributions, the least and most informative samples, token surprisal."""
+"""Explore a scoring run: distributions, the least and most informative samples, token surprisal.
+
+The charts and the ranked list show the same samples: the filters (text, metadata, score ranges,
+groups) apply to all of them. A click or a box on a histogram or the scatter sets a score range
+(a chart is not narrowed by its own range, so the rest of it stays clickable); a click on a row
+or a point opens that sample. The filters live in st.session_state, set by the charts' and the
+table's selection callbacks.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import math
+from functools import partial
 
-import plotly.graph_objects as go
 import streamlit as st
 
 from core.errors import InputError
 from core.explore import (
     SampleFilter,
+    ScoreRange,
+    load_group_summary,
     load_histogram,
     load_sample,
     load_samples,
@@ -18,11 +28,20 @@ from core.explore import (
     meta_columns,
     probe_counts,
 )
+from core.groups import GroupBy, load_groups
 from core.scores import ENGINE, SCORES, stored_score_names
 from core.scoring import get_run, run_score_columns
 from core.store import Store
-from ui.charts import histogram_figure
-from ui.common import fmt_int, get_store, pick_run, require_access, show_error
+from ui.charts import (
+    clicked_sample,
+    group_colors,
+    group_legend_html,
+    scatter_figure,
+    selectable_histogram_figure,
+    selected_bins,
+    selected_region,
+)
+from ui.common import fmt_int, get_store, pick_group_by, pick_run, require_access, show_error
 
 require_access()  # first: see ui/common.py
 
@@ -30,21 +49,34 @@ HISTOGRAMS = stored_score_names(ENGINE)  # the model's scores, then the lengths
 LABELS = {s.name: s.label for s in SCORES if s.label}
 PAGE_SIZE = 20
 SURPRISAL_MAX_TOKENS = 2000
+RANGES = "explore_ranges"  # score -> ScoreRange, set by the charts and the range inputs
+OPEN = "explore_open"  # the sample id shown under "One sample"
+ANY = "(any)"
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def cached_histogram(db: str, run: str, score: str, log_x: bool):
-    return load_histogram(Store(db), run, score, bins=60, log_x=log_x)
+def cached_histogram(db, run, score, log_x, filters: SampleFilter, by: GroupBy | None, full):
+    return load_histogram(Store(db), run, score, 60, log_x, filters, by, full)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def cached_summary(db: str, run: str, scores: tuple[str, ...]):
-    return load_summary(Store(db), run, list(scores))
+def cached_summary(db, run, scores: tuple[str, ...], filters: SampleFilter):
+    return load_summary(Store(db), run, list(scores), filters)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def cached_scatter(db: str, run: str, x: str, y: str):
-    return load_scatter(Store(db), run, x, y)
+def cached_group_summary(db, run, score, by: GroupBy, filters: SampleFilter):
+    return load_group_summary(Store(db), run, score, by, filters)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def cached_scatter(db, run, x, y, filters: SampleFilter, by: GroupBy | None):
+    return load_scatter(Store(db), run, x, y, filters=filters, by=by)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def cached_samples(db, run, score, highest, filters: SampleFilter, page: int):
+    return load_samples(Store(db), run, score, highest, filters, PAGE_SIZE, (page - 1) * PAGE_SIZE)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -52,11 +84,114 @@ def cached_columns(db: str, run: str) -> list[str]:
     return run_score_columns(Store(db), run)
 
 
+@st.cache_data(show_spinner=False, max_entries=16)
+def cached_group_sizes(db: str, dataset: str, by: GroupBy, run: str) -> dict[str, int]:
+    """Samples per group label of BY, in the labels' order (RUN in the key: it fixes the data)."""
+    groups = load_groups(Store(db), dataset, by)
+    return dict(zip(groups.labels, groups.sizes.tolist(), strict=True))
+
+
 @st.cache_resource(show_spinner="Loading the run's model…", max_entries=2)
 def cached_model(model: str):
     from core.models import load_model
 
     return load_model(model)
+
+
+# ---- the filters' state, changed by callbacks (they run before the page) ------------------------
+
+
+def ranges() -> dict[str, ScoreRange]:
+    return st.session_state.setdefault(RANGES, {})
+
+
+def set_range(new: ScoreRange | None, score: str) -> None:
+    """Put (or with None drop) the range on SCORE; keep the range inputs and the page in step."""
+    if new is None:
+        ranges().pop(score, None)
+    else:
+        ranges()[score] = new
+    if st.session_state.get("explore_range_score") == score:
+        show_range_inputs()
+    to_first_page()
+
+
+def show_range_inputs() -> None:
+    """The range inputs show the range of the score they are set to."""
+    r = ranges().get(st.session_state.get("explore_range_score"))
+    st.session_state["explore_min"] = None if r is None else r.low
+    st.session_state["explore_max"] = None if r is None else r.high
+
+
+def on_range_input() -> None:
+    score = st.session_state["explore_range_score"]
+    low, high = st.session_state.get("explore_min"), st.session_state.get("explore_max")
+    set_range(None if low is None and high is None else ScoreRange(score, low, high), score)
+
+
+def on_histogram_select(score: str) -> None:
+    """A click (or box) on SCORE's histogram: its range becomes those bars' (again: none)."""
+    picked = selected_bins(st.session_state[f"hist_{score}"]["selection"])
+    if picked is None:
+        return
+    new = ScoreRange(score, picked[0], picked[1], closed=picked[2])
+    set_range(None if ranges().get(score) == new else new, score)
+
+
+def on_scatter_select(x: str, y: str, key: str) -> None:
+    """A box on the scatter: ranges on both scores; a click on a point: open that sample."""
+    selection = st.session_state[key]["selection"]
+    region = selected_region(selection)
+    if region is not None:
+        (x0, x1), (y0, y1) = region
+        set_range(ScoreRange(x, x0, x1), x)
+        set_range(ScoreRange(y, y0, y1), y)
+    elif (sample := clicked_sample(selection)) is not None:
+        st.session_state[OPEN] = sample
+
+
+def on_row_select(key: str, ids: tuple[str, ...]) -> None:
+    rows = st.session_state[key]["selection"]["rows"]
+    if rows:
+        st.session_state[OPEN] = ids[rows[0]]
+
+
+def to_first_page() -> None:
+    """After a filter changes: the first page, and its first sample open."""
+    st.session_state["explore_page"] = 1
+    st.session_state.pop(OPEN, None)
+
+
+def clear_meta(column: str) -> None:
+    st.session_state[f"explore_meta_{column}"] = ""
+    to_first_page()
+
+
+def clear_key(key: str, value) -> None:
+    st.session_state[key] = value
+    to_first_page()
+
+
+def clear_all(meta_names: list[str], groups_key: str | None) -> None:
+    ranges().clear()
+    show_range_inputs()
+    st.session_state["explore_text"] = ""
+    st.session_state["explore_hide_probe"] = False
+    for column in meta_names:
+        st.session_state[f"explore_meta_{column}"] = ""
+    if groups_key:
+        st.session_state[groups_key] = []
+    to_first_page()
+
+
+def chip(container, label: str, on_click, *args) -> None:
+    key = "chip_" + hashlib.sha1(label.encode()).hexdigest()[:10]
+    container.button(
+        label, key=key, on_click=on_click, args=args, icon=":material/close:", help="Remove"
+    )
+
+
+# ---- the page -----------------------------------------------------------------------------------
 
 
 st.title("Explore")
@@ -76,9 +211,120 @@ try:
     if not columns:
         st.info("This run holds no scores yet.")
         st.stop()
+    if st.session_state.get("explore_ranges_run") != run_id:  # ranges are one run's
+        st.session_state["explore_ranges_run"] = run_id
+        ranges().clear()
+        show_range_inputs()
+    for score in [s for s in ranges() if s not in columns]:
+        ranges().pop(score)
     st.caption(
         f"Dataset **{run['dataset']}** · model `{run['model']}` · {fmt_int(run['n_done'])} samples"
     )
+    meta_names = meta_columns(store, run["dataset"])
+    probes = probe_counts(store, run_id)
+    y = "bits_per_token" if "bits_per_token" in columns else columns[-1]
+    x = "n_tokens" if "n_tokens" in columns else "n_bytes"
+
+    g1, g2, g3 = st.columns([1, 2, 1])
+    by = pick_group_by(store, run["dataset"], key="explore_group_by", container=g1)
+    sizes = cached_group_sizes(db, run["dataset"], by, run_id) if by else {}
+    colors = group_colors(list(sizes))
+    groups_key = f"explore_groups_{by}" if by else None
+    shown_groups = (
+        g2.multiselect(
+            "Only these groups",
+            list(sizes),
+            format_func=lambda g: f"{g} ({fmt_int(sizes[g])})",
+            key=groups_key,
+            placeholder="all groups",
+            on_change=to_first_page,
+        )
+        if by
+        else []
+    )
+    share = by is not None and (
+        g3.radio(
+            "Histograms per group",
+            ["stacked counts", "share of each group"],
+            key="explore_group_view",
+            help="Share: each group's own distribution, to compare groups of different sizes "
+            "(pick a few under Only these groups).",
+        )
+        == "share of each group"
+    )
+
+    with st.expander("Filter by text, metadata or score", expanded=False):
+        f1, f2 = st.columns([3, 1])
+        text = f1.text_input("Text contains", key="explore_text", on_change=to_first_page)
+        regex = f2.checkbox(
+            "Regular expression", key="explore_regex", help="RE2 syntax", on_change=to_first_page
+        )
+        meta_chosen = st.multiselect(
+            "Metadata columns to filter on", meta_names, key="explore_meta_columns"
+        )
+        meta = {}
+        for i, column in enumerate(meta_chosen):
+            if i % 3 == 0:
+                cells = st.columns(3)
+            meta[column] = cells[i % 3].text_input(
+                f"{column} contains", key=f"explore_meta_{column}", on_change=to_first_page
+            )
+        s1, s2, s3 = st.columns(3)
+        s1.selectbox(
+            "Score range of",
+            columns,
+            index=columns.index(y),
+            key="explore_range_score",
+            on_change=show_range_inputs,
+        )
+        s2.number_input("at least", value=None, key="explore_min", on_change=on_range_input)
+        s3.number_input("at most", value=None, key="explore_max", on_change=on_range_input)
+        hide_probe = False
+        if probes.get("train"):
+            hide_probe = st.checkbox(
+                f"Hide the {fmt_int(probes['train'])} samples that trained this model",
+                key="explore_hide_probe",
+                on_change=to_first_page,
+            )
+
+    filters = SampleFilter(
+        text=text or None,
+        regex=regex,
+        meta={c: v for c, v in meta.items() if v},
+        ranges=tuple(ranges().values()),
+        group_by=by if shown_groups else None,
+        groups=tuple(shown_groups),
+        hide_probe_training=hide_probe,
+    )
+
+    # Which filters are on, each with its own remove button; the count comes with the list below.
+    if filters.active:
+        bar = st.container(horizontal=True, vertical_alignment="center")
+        bar.markdown("**Filtered:**")
+        if filters.text:
+            chip(
+                bar,
+                f"text {'matches' if regex else 'contains'} “{text}”",
+                clear_key,
+                "explore_text",
+                "",
+            )
+        for column, value in filters.meta.items():
+            chip(bar, f"{column} contains “{value}”", clear_meta, column)
+        for score, r in ranges().items():
+            chip(bar, r.describe(), set_range, None, score)
+        if filters.groups:
+            chip(bar, f"{by.label} in {', '.join(filters.groups)}", clear_key, groups_key, [])
+        if hide_probe:
+            chip(bar, "probe's training samples hidden", clear_key, "explore_hide_probe", False)
+        bar.button(
+            "Clear all filters",
+            key="explore_clear",
+            type="tertiary",
+            icon=":material/filter_alt_off:",
+            on_click=clear_all,
+            args=(meta_names, groups_key),
+        )
 
     st.subheader("Distributions")
     # The model's scores and one length by default; a model-free run shows its measures instead.
@@ -93,113 +339,117 @@ try:
         key="explore_histograms",
     )
     log_x = st.toggle("Logarithmic x-axis", key="explore_log_x")
+    st.caption(
+        "Click a bar to keep only the samples in its range (click it again to drop it); the "
+        "tool bar's box select takes several bars. The charts and the list below all show the "
+        "filtered samples; a histogram is not narrowed by its own range, which it shades."
+    )
+    if by is not None:
+        st.html(group_legend_html(by.label, colors, sizes))
     grid = st.columns(2)
     for i, score in enumerate(chosen):
-        hist = cached_histogram(db, run_id, score, log_x)
+        own = ranges().get(score)
+        # With a range of its own, its bins stay put (the selection stays on them); the other
+        # histograms zoom to the samples the filters keep.
+        hist = cached_histogram(
+            db, run_id, score, log_x, filters.without_ranges(score), by, own is not None
+        )
         with grid[i % 2]:
-            st.plotly_chart(histogram_figure(hist, LABELS.get(score, score)), key=f"hist_{score}")
+            st.plotly_chart(
+                selectable_histogram_figure(
+                    hist,
+                    LABELS.get(score, score),
+                    selected=None if own is None else (own.low, own.high),
+                    colors=colors,
+                    share=share,
+                ),
+                key=f"hist_{score}",
+                on_select=partial(on_histogram_select, score),
+                selection_mode=("points", "box"),
+            )
             if hist.n_left_out:
                 why = "no value" + (" or a value ≤ 0 (log axis)" if log_x else "")
                 st.caption(f"{fmt_int(hist.n_left_out)} samples left out: {why}.")
 
-    summary = cached_summary(db, run_id, tuple(columns))
+    if by is None:
+        summary = cached_summary(db, run_id, tuple(columns), filters)
+    else:
+        summary_score = st.selectbox(
+            f"Summary per {by.label} of",
+            columns,
+            index=columns.index(y),
+            key="explore_summary_score",
+        )
+        summary = cached_group_summary(db, run_id, summary_score, by, filters)
     st.dataframe(
         summary,
         width="stretch",
         column_config={
-            "count": st.column_config.NumberColumn(format="%d"),
+            "count": st.column_config.NumberColumn(format="localized"),
             **{c: st.column_config.NumberColumn(format="%.4g") for c in summary.columns[1:]},
         },
     )
 
-    y = "bits_per_token" if "bits_per_token" in columns else columns[-1]
-    x = "n_tokens" if "n_tokens" in columns else "n_bytes"
     if x in columns and y != x:
-        points, n_points = cached_scatter(db, run_id, x, y)
-        fig = go.Figure(
-            go.Scattergl(
-                x=points["x"],
-                y=points["y"],
-                mode="markers",
-                marker=dict(size=4, opacity=0.4),
-                customdata=points[["sample_id"]],
-                hovertemplate=f"sample %{{customdata[0]}}<br>{x} %{{x}}<br>{y} %{{y:.4g}}"
-                "<extra></extra>",
+        points, n_points = cached_scatter(db, run_id, x, y, filters.without_ranges(x, y), by)
+        region = None
+        if x in ranges() or y in ranges():
+            rx, ry = ranges().get(x), ranges().get(y)
+            region = (
+                (rx.low, rx.high) if rx else (None, None),
+                (ry.low, ry.high) if ry else (None, None),
             )
+        st.plotly_chart(
+            scatter_figure(
+                points, LABELS.get(x, x), LABELS.get(y, y), log_x, colors if by else None, region
+            ),
+            key="length_scatter",
+            on_select=partial(on_scatter_select, x, y, "length_scatter"),
+            selection_mode=("points", "box", "lasso"),
         )
-        fig.update_layout(
-            title=f"{LABELS.get(y, y)} against {LABELS.get(x, x)}",
-            height=380,
-            margin=dict(l=10, r=10, t=40, b=10),
-        )
-        fig.update_xaxes(title=LABELS.get(x, x), type="log" if log_x else "linear")
-        fig.update_yaxes(title=LABELS.get(y, y))
-        st.plotly_chart(fig, key="length_scatter")
         st.caption(
             f"{fmt_int(len(points))} of {fmt_int(n_points)} samples"
             + (" (a uniform random sample)" if len(points) < n_points else "")
+            + ". Click a point to open that sample below; the tool bar's box select keeps the "
+            "samples in a box."
         )
 
     st.subheader("Samples ranked by information")
-    probes = probe_counts(store, run_id)
     c1, c2 = st.columns([2, 1])
     rank_by = c1.selectbox(
         "Rank by", columns, index=columns.index(y) if y in columns else 0, key="explore_rank_by"
     )
     end = c2.radio("Show", ["Lowest first", "Highest first"], horizontal=True, key="explore_end")
-    with st.expander("Filter", expanded=False):
-        f1, f2 = st.columns([3, 1])
-        text = f1.text_input("Text contains", key="explore_text")
-        regex = f2.checkbox("Regular expression", key="explore_regex", help="RE2 syntax")
-        meta_names = meta_columns(store, run["dataset"])
-        m1, m2 = st.columns(2)
-        meta_column = m1.selectbox("Metadata column", ["(none)", *meta_names], key="explore_meta")
-        meta_value = m2.text_input(
-            "Its value contains", key="explore_meta_value", disabled=meta_column == "(none)"
-        )
-        s1, s2 = st.columns(2)
-        score_min = s1.number_input(f"{rank_by} at least", value=None, key="explore_min")
-        score_max = s2.number_input(f"{rank_by} at most", value=None, key="explore_max")
-        hide_probe = False
-        if probes.get("train"):
-            hide_probe = st.checkbox(
-                f"Hide the {fmt_int(probes['train'])} samples that trained this model",
-                key="explore_hide_probe",
-            )
     if probes.get("train"):
         st.caption(
             f"This run's model is a probe trained on this dataset: {fmt_int(probes['train'])} "
             "samples trained it (column *probe* = train); their bits are lower than a new "
             "sample's would be."
         )
-    filters = SampleFilter(
-        text=text or None,
-        regex=regex,
-        meta={meta_column: meta_value} if meta_column != "(none)" and meta_value else {},
-        score_min=score_min,
-        score_max=score_max,
-        hide_probe_training=hide_probe,
-    )
     highest = end == "Highest first"
     page = st.session_state.get("explore_page", 1)
-    frame, total = load_samples(
-        store, run_id, rank_by, highest, filters, PAGE_SIZE, (page - 1) * PAGE_SIZE
-    )
+    frame, total = cached_samples(db, run_id, rank_by, highest, filters, page)
     pages = max(math.ceil(total / PAGE_SIZE), 1)
     if page > pages:  # the filters changed under a later page: show the last one
         page = st.session_state["explore_page"] = pages
-        frame, total = load_samples(
-            store, run_id, rank_by, highest, filters, PAGE_SIZE, (page - 1) * PAGE_SIZE
-        )
-    st.caption(f"{fmt_int(total)} samples match.")
+        frame, total = cached_samples(db, run_id, rank_by, highest, filters, page)
+    st.caption(
+        f"{fmt_int(total)} samples match"
+        + (" the filters" if filters.active else "")
+        + ". Click a row to open it below."
+    )
     if frame.empty:
         st.stop()
+    frame = frame.copy()
     frame.insert(0, "#", range((page - 1) * PAGE_SIZE + 1, (page - 1) * PAGE_SIZE + len(frame) + 1))
     # The ranking score is the `score` column; its stored twin would only repeat it.
     frame = frame.drop(columns=[c for c in (rank_by,) if c in frame.columns])
     if not probes:
         frame = frame.drop(columns=["probe"])
     first = ["#", "sample_id", "score", "text"]
+    ids = tuple(frame["sample_id"])
+    # A new key for other rows: a selection never points at a row of an earlier page.
+    table_key = "explore_table_" + hashlib.sha1("\0".join(ids).encode()).hexdigest()[:12]
     st.dataframe(
         frame[first + [c for c in frame.columns if c not in first]],
         hide_index=True,
@@ -208,20 +458,25 @@ try:
             "score": st.column_config.NumberColumn(rank_by, format="%.4f"),
             "text": st.column_config.TextColumn("text (start)", width="large"),
         },
+        key=table_key,
+        on_select=partial(on_row_select, table_key, ids),
+        selection_mode="single-row",
     )
     st.number_input(f"Page (of {fmt_int(pages)})", min_value=1, max_value=pages, key="explore_page")
 
-    st.subheader("One sample")
-    sample_id = st.selectbox(
-        "Sample",
-        frame["sample_id"].tolist(),
-        key="explore_sample",
-        format_func=lambda s: f"{s} — {frame.set_index('sample_id').loc[s, 'score']:.4f}",
-    )
-    sample = load_sample(store, run_id, sample_id)
+    sample_id = st.session_state.get(OPEN) or ids[0]
+    st.subheader(f"Sample {sample_id}")
+    try:
+        sample = load_sample(store, run_id, sample_id)
+    except InputError:  # opened under another run
+        sample_id = st.session_state[OPEN] = ids[0]
+        sample = load_sample(store, run_id, sample_id)
+    if sample_id not in ids:
+        st.caption("Opened from the scatter or an earlier page of the list.")
     cols = st.columns(min(len(sample["scores"]), 6) or 1)
     for i, (name, value) in enumerate(list(sample["scores"].items())[:6]):
-        cols[i].metric(LABELS.get(name, name), f"{value:,.4g}")
+        shown = fmt_int(value) if float(value).is_integer() else f"{value:,.4g}"
+        cols[i].metric(LABELS.get(name, name), shown)
     if sample["probe"]:
         st.warning(f"This sample was in the probe's **{sample['probe']}** split.")
     if sample["meta"]:

@@ -5,13 +5,29 @@ from __future__ import annotations
 import plotly.express as px
 import streamlit as st
 
-from core.compare import load_prune_overlap, load_run_scores, load_spearman
+from core.compare import (
+    load_group_agreement,
+    load_prune_overlap,
+    load_run_scores,
+    load_spearman,
+)
 from core.errors import InputError
 from core.explore import load_scatter
+from core.groups import load_groups
 from core.rule_names import RULES
 from core.rules import Rule
 from core.scores import MEASURE, SCORES
-from ui.common import RULE_LABELS, fmt_int, get_store, pick_run, require_access, show_error
+from core.scoring import get_run
+from ui.charts import group_colors
+from ui.common import (
+    RULE_LABELS,
+    fmt_int,
+    get_store,
+    pick_group_by,
+    pick_run,
+    require_access,
+    show_error,
+)
 
 require_access()  # first: see ui/common.py
 
@@ -60,6 +76,8 @@ if len(scores) > len(stored):
 first, second = default_pair(scores)
 
 try:
+    dataset = get_run(store, run)["dataset"]
+    by = pick_group_by(store, dataset, key="compare_group_by")
     st.subheader("Rank agreement")
     spearman = load_spearman(store, run, stored)
     fig = px.imshow(
@@ -81,13 +99,15 @@ try:
     c1, c2 = st.columns(2)
     x = c1.selectbox("Horizontal axis", scores, index=first, key="scatter_x")
     y = c2.selectbox("Vertical axis", scores, index=second, key="scatter_y")
-    points, n_points = load_scatter(store, run, x, y)
+    points, n_points = load_scatter(store, run, x, y, by=by)
     fig = px.scatter(
         points,
         x="x",
         y="y",
+        color="group" if by else None,
+        color_discrete_map=group_colors(load_groups(store, dataset, by).labels) if by else None,
         hover_data=["sample_id"],
-        labels={"x": x, "y": y},
+        labels={"x": x, "y": y, "group": by.label if by else ""},
         opacity=0.35,
         render_mode="webgl",
     )
@@ -125,6 +145,35 @@ try:
             st.caption("None.")
         else:
             # a == b prunes identical sets, so the columns below never share a name.
-            st.dataframe(frame.rename(columns={"a": a, "b": b}), hide_index=True, width="stretch")
+            st.dataframe(
+                frame.rename(columns={"a": a, "b": b}),
+                hide_index=True,
+                width="stretch",
+                placeholder="—",
+            )
+
+    if by is not None:
+        st.subheader(f"Per {by.label}")
+        st.caption(
+            f"Spearman's ρ of {a} and {b} over each group's own samples, and how far the sets "
+            "they prune (of the whole run, as above) agree within each group."
+        )
+        agreement = load_group_agreement(store, run, a, b, chosen, by)
+        st.dataframe(
+            agreement.assign(jaccard=agreement["jaccard"] * 100),
+            hide_index=True,
+            width="stretch",
+            key="compare_groups",
+            placeholder="—",
+            column_config={
+                "group": st.column_config.TextColumn(by.label),
+                "samples": st.column_config.NumberColumn(format="localized"),
+                "spearman": st.column_config.NumberColumn("Spearman's ρ", format="%.3f"),
+                "pruned_a": st.column_config.NumberColumn(f"pruned by {a}", format="localized"),
+                "pruned_b": st.column_config.NumberColumn(f"pruned by {b}", format="localized"),
+                "pruned_both": st.column_config.NumberColumn("by both", format="localized"),
+                "jaccard": st.column_config.NumberColumn("Jaccard", format="%.1f%%"),
+            },
+        )
 except InputError as exc:
     show_error(exc)

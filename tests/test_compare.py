@@ -11,9 +11,15 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from core.compare import load_prune_overlap, load_run_scores, load_spearman
+from core.compare import (
+    load_group_agreement,
+    load_prune_overlap,
+    load_run_scores,
+    load_spearman,
+)
 from core.datasets import get_dataset
 from core.explore import load_scatter
+from core.groups import MISSING, GroupBy
 from core.ingest import ingest_dataset
 from core.rules import Rule
 from core.scoring import ScoreOptions, score_dataset
@@ -42,11 +48,17 @@ def _frame() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _kind(sample_id: str) -> str | None:
+    """Four groups of unequal size and some samples without a kind."""
+    i = int(sample_id[1:])
+    return None if i % 11 == 0 else f"k{min(i % 7, 3)}"
+
+
 @pytest.fixture
 def run(store: Store, tmp_path: Path) -> str:
     """A dataset of N short texts and a run holding the scores of `_frame()`."""
     df = _frame()
-    rows = [{"id": sid, "text": f"text of {sid}"} for sid in df.sample_id]
+    rows = [{"id": sid, "text": f"text of {sid}", "kind": _kind(sid)} for sid in df.sample_id]
     ingest_dataset(store, str(write_jsonl(tmp_path / "d.jsonl", rows)), "d", id_column="id")
     fingerprint = get_dataset(store, "d").fingerprint
     with store.transaction() as con:
@@ -121,6 +133,28 @@ def test_pruned_sets_and_jaccard_equal_python_sets(store, run, rule):
     assert first.a == extreme(df.loc[sorted(set_a - set_b), "bits_per_token"])
 
 
+@pytest.mark.parametrize("rule", [Rule("prune-low", low=0.25), Rule("keep-middle", 0.1, 0.2)])
+def test_per_group_spearman_and_overlap_equal_pandas_and_python_sets(store, run, rule):
+    df = _frame().set_index("sample_id")
+    kinds = pd.Series([_kind(s) or MISSING for s in df.index], index=df.index)
+    set_a = _python_pruned(df["bits_per_token"], rule)
+    set_b = _python_pruned(df["gzip_bits_per_byte"], rule)
+
+    table = load_group_agreement(
+        store, run, "bits_per_token", "gzip_bits_per_byte", rule, GroupBy("kind")
+    )
+    assert list(table["group"]) == ["k3", "k0", "k1", "k2", MISSING]  # largest first
+    for row in table.itertuples():
+        members = set(kinds[kinds == row.group].index)
+        pairs = df.loc[sorted(members), ["bits_per_token", "gzip_bits_per_byte"]].dropna()
+        assert row.samples == len(members)
+        assert row.spearman == pytest.approx(pairs.rank().corr().iloc[0, 1], abs=1e-12)
+        a, b = set_a & members, set_b & members
+        assert (row.pruned_a, row.pruned_b, row.pruned_both) == (len(a), len(b), len(a & b))
+        assert row.jaccard == pytest.approx(len(a & b) / len(a | b))
+    assert table["pruned_a"].sum() == len(set_a)
+
+
 def test_same_score_prunes_the_same_set(store, run):
     overlap = load_prune_overlap(store, run, "word_entropy", "word_entropy", Rule("prune-low", 0.4))
     assert overlap.jaccard == 1.0 and overlap.n_both == overlap.n_a > 0
@@ -179,3 +213,19 @@ def test_compare_page_offers_the_weighted_score_with_alpha(store, run, monkeypat
     at.selectbox(key="overlap_b").set_value("weighted:0.7").run()
     assert not at.exception
     assert at.metric[2].label == "Pruned by weighted:0.7" and at.metric[2].value == "57"
+
+
+def test_compare_page_shows_agreement_per_group(store, run, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("INFOPRUNE_DB", str(store.path))
+    at = AppTest.from_file(str(ROOT / "pages" / "5_Compare.py"), default_timeout=60).run()
+    at.selectbox(key="compare_group_by").set_value("kind").run()
+    assert not at.exception
+    assert at.subheader[-1].value == "Per kind"
+    table = next(d.value for d in at.dataframe if "spearman" in d.value.columns)
+    expected = load_group_agreement(
+        store, run, "bits_per_token", "word_entropy", Rule("prune-low", 0.2), GroupBy("kind")
+    )
+    pd.testing.assert_frame_equal(table, expected.assign(jaccard=expected["jaccard"] * 100))
+    assert at.session_state["group_by"] == "kind"  # what the other pages start from

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import plotly.graph_objects as go
+import plotly.io
 import pyarrow.parquet as pq
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from core.explore import ScoreRange
 from core.store import Store
 from tests.conftest import ROOT
 from tests.helpers_runs import add_done_run, ingest_rows, model_scores
@@ -72,7 +75,7 @@ def test_export_button_writes_the_kept_rows(page_store, tmp_path):
     at = open_page("4_Prune_and_Export.py")
     at.slider(key="ratio_low").set_value(30.0).run()
     out = tmp_path / "kept.parquet"
-    at.text_input(key="export_out_parquet").set_value(str(out))
+    at.text_input(key="export_out").set_value(str(out))
     at.checkbox(key="export_with_scores").check().run()
     at.button(key="export_button").click().run()
     assert not at.exception and not at.error
@@ -83,26 +86,108 @@ def test_export_button_writes_the_kept_rows(page_store, tmp_path):
     assert out.with_name("kept.parquet.manifest.json").exists()
 
 
+def captions(at: AppTest) -> list[str]:
+    return [c.value for c in at.caption]
+
+
+def matching(at: AppTest) -> str:
+    return next(c for c in captions(at) if " match" in c).split(". ")[0]
+
+
+def ranked(at: AppTest) -> list[str]:
+    return list(at.dataframe[1].value["sample_id"])  # [0] is the summary
+
+
+def figures(at: AppTest) -> dict[str, go.Figure]:
+    """The page's Plotly figures by title."""
+    shown = [plotly.io.from_json(c.proto.spec) for c in at.get("plotly_chart")]
+    return {f.layout.title.text: f for f in shown}
+
+
+def counted(fig: go.Figure) -> int:
+    return int(sum(sum(t.y) for t in fig.data))
+
+
 def test_explore_ranks_filters_and_shows_one_sample(page_store):
     at = open_page("3_Explore.py")
-    table = at.dataframe[1].value  # [0] is the summary
-    assert list(table["sample_id"][:3]) == ["s00", "s01", "s02"]
-    assert "20 samples match." in [c.value for c in at.caption]
+    assert ranked(at)[:3] == ["s00", "s01", "s02"]
+    assert matching(at) == "20 samples match"
+    assert at.subheader[-1].value == "Sample s00"  # the first row, until a row is clicked
     at.radio(key="explore_end").set_value("Highest first").run()
-    assert at.dataframe[1].value["sample_id"][0] == "s19"
+    assert ranked(at)[0] == "s19"
     at.text_input(key="explore_text").set_value("sample 1[0-2] ").run()
-    assert "0 samples match." in [c.value for c in at.caption]
+    assert matching(at) == "0 samples match the filters"
     at.checkbox(key="explore_regex").check().run()
-    assert list(at.dataframe[1].value["sample_id"]) == ["s12", "s11", "s10"]
+    assert ranked(at) == ["s12", "s11", "s10"]
     at.text_input(key="explore_text").set_value("")
     at.checkbox(key="explore_regex").uncheck()
-    at.selectbox(key="explore_meta").set_value("topic").run()
-    at.text_input(key="explore_meta_value").set_value("t1")
+    at.multiselect(key="explore_meta_columns").set_value(["topic", "id"]).run()
+    at.text_input(key="explore_meta_topic").set_value("t1")
+    at.text_input(key="explore_meta_id").set_value("s0")
     at.number_input(key="explore_max").set_value(10.0).run()
-    assert list(at.dataframe[1].value["sample_id"]) == ["s07", "s04", "s01"]
-    assert at.selectbox(key="explore_sample").value == "s07"
+    assert ranked(at) == ["s07", "s04", "s01"]
+    assert at.subheader[-1].value == "Sample s07"
     assert metric(at, "bits per token") == "8"
+    assert metric(at, "length (tokens)") == "8"
     assert not at.exception
+
+
+def test_explore_filters_every_chart_and_clears(page_store):
+    at = open_page("3_Explore.py")
+    # What a click on the bars 3 to 6 of bits per token sets (the browser test clicks for real).
+    at.session_state["explore_ranges"] = {
+        "bits_per_token": ScoreRange("bits_per_token", 3.0, 6.0, closed=False)
+    }
+    at.run()
+    assert ranked(at) == ["s02", "s03", "s04"] and matching(at) == "3 samples match the filters"
+    charts = figures(at)
+    assert counted(charts["length (tokens)"]) == 3  # the other charts show the same samples
+    assert counted(charts["bits per token"]) == 20  # its own range: all, shaded
+    assert len(charts["bits per token against length (tokens)"].data[0].customdata) == 20
+    assert at.dataframe[0].value.loc["n_tokens", "count"] == 3
+    chips = [b.label for b in at.button]
+    assert chips == ["3 ≤ bits_per_token < 6", "Clear all filters"]
+
+    at.session_state["explore_open"] = "s03"  # what a click on its row (or its point) sets
+    at.run()
+    assert at.subheader[-1].value == "Sample s03" and metric(at, "bits per token") == "4"
+
+    at.text_input(key="explore_text").set_value("sample 4 ").run()
+    assert ranked(at) == ["s04"] and counted(figures(at)["length (tokens)"]) == 1
+    assert at.subheader[-1].value == "Sample s04"  # a filter change opens the first row
+    next(b for b in at.button if b.label.startswith("text")).click().run()
+    assert ranked(at) == ["s02", "s03", "s04"]
+    at.button(key="explore_clear").click().run()
+    assert not at.exception and matching(at) == "20 samples match"
+    assert [b.label for b in at.button] == []
+
+
+def test_explore_groups_histograms_summary_and_list(page_store):
+    at = open_page("3_Explore.py")
+    at.selectbox(key="explore_group_by").set_value("topic").run()
+    assert not at.exception and at.session_state["group_by"] == "topic"
+    summary = at.dataframe[0].value
+    # bits per token of s_i is i + 1; topic t_k holds i = k, k + 3, ...
+    assert list(summary.index) == ["t0", "t1", "t2", "all"]
+    assert list(summary["count"]) == [7, 7, 6, 20]
+    assert summary.loc["t2", "mean"] == pytest.approx(sum(range(3, 21, 3)) / 6)
+    hist = figures(at)["bits per token"]
+    assert [t.name for t in hist.data] == ["t0", "t1", "t2"]
+    assert [int(sum(t.y)) for t in hist.data] == [7, 7, 6]
+
+    at.multiselect(key="explore_groups_topic").set_value(["t2"]).run()
+    assert ranked(at) == [f"s{i:02d}" for i in range(2, 20, 3)]
+    assert [t.name for t in figures(at)["bits per token"].data] == ["t2"]
+    assert "topic in t2" in [b.label for b in at.button]
+
+    at.radio(key="explore_group_view").set_value("share of each group").run()
+    assert not at.exception
+    assert sum(figures(at)["bits per token"].data[0].y) == pytest.approx(1.0)
+    # The Prune page starts from the same grouping.
+    prune = AppTest.from_file(str(ROOT / "pages" / "4_Prune_and_Export.py"), default_timeout=60)
+    prune.session_state["group_by"] = "topic"
+    prune.run()
+    assert prune.selectbox(key="prune_group_by").value == "topic"
 
 
 def test_explore_rejects_a_bad_regular_expression(page_store):
@@ -124,4 +209,4 @@ def test_samples_that_trained_the_probe_are_marked_and_can_be_hidden(page_store)
     assert list(table["probe"][:3]) == ["train", "train", "val"] and table["probe"].isna()[3]
     at.checkbox(key="explore_hide_probe").check().run()
     assert list(at.dataframe[1].value["sample_id"][:2]) == ["s02", "s03"]
-    assert "18 samples match." in [c.value for c in at.caption]
+    assert matching(at) == "18 samples match the filters"

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import html
+
+import pandas as pd
+import plotly.express as px
 import plotly.graph_objects as go
 
 from core.histogram import Histogram
@@ -39,3 +43,321 @@ def histogram_figure(hist: Histogram, title: str, height: int = 260) -> go.Figur
     fig.update_xaxes(type="log" if hist.log_x else "linear")
     fig.update_yaxes(title="samples")
     return fig
+
+
+PRUNED_COLOR = "crimson"
+KEPT_COLOR = "#9db8d3"
+
+
+def group_share_figure(table: pd.DataFrame, label: str) -> go.Figure:
+    """Kept and pruned share of each group's samples (core.groups.group_table), top row first."""
+    groups = [str(g) for g in table["group"]]
+    hover = [
+        f"{g}: {p:,} of {n:,} samples pruned, {k:,} kept"
+        for g, p, k, n in zip(groups, table["pruned"], table["kept"], table["samples"], strict=True)
+    ]
+    fig = go.Figure(
+        [
+            go.Bar(
+                y=groups,
+                x=table["pruned_share"],
+                name="pruned",
+                orientation="h",
+                marker_color=PRUNED_COLOR,
+                text=[f"{s:.1%}" for s in table["pruned_share"]],
+                textposition="inside",
+                textangle=0,
+                hovertext=hover,
+                hoverinfo="text",
+            ),
+            go.Bar(
+                y=groups,
+                x=1 - table["pruned_share"],
+                name="kept",
+                orientation="h",
+                marker_color=KEPT_COLOR,
+                hovertext=hover,
+                hoverinfo="text",
+            ),
+        ]
+    )
+    fig.update_layout(
+        barmode="stack",
+        title=f"Share of samples pruned, per {label}",
+        height=90 + 26 * len(groups),
+        uniformtext=dict(minsize=10, mode="hide"),  # a share too narrow to label is in the hover
+        margin=dict(l=10, r=30, t=40, b=10),  # room for the 100 % tick
+        legend=dict(
+            orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom", traceorder="normal"
+        ),
+    )
+    fig.update_xaxes(tickformat=".0%", range=[0, 1], tickvals=[0, 0.2, 0.4, 0.6, 0.8, 1])
+    # Category axis: group names that read as numbers (years) stay names; first row on top.
+    fig.update_yaxes(type="category", autorange="reversed")
+    return fig
+
+
+def kept_curve_figure(
+    curve: pd.DataFrame, group_curve: pd.DataFrame | None, has_tokens: bool
+) -> go.Figure:
+    """Kept share of tokens (bytes without token counts) against the share of samples pruned,
+    for all samples and, when grouped, one line per group; the current ratio marked."""
+    y = "kept_tokens_share" if has_tokens else "kept_bytes_share"
+    fig = go.Figure(
+        go.Scatter(
+            x=curve["pruned_ratio"],
+            y=curve[y],
+            mode="lines+markers",
+            name="all samples",
+            line=dict(color="black", width=3),
+        )
+    )
+    if group_curve is not None:
+        for group, points in group_curve.groupby("group", sort=False):
+            fig.add_trace(
+                go.Scatter(
+                    x=points["pruned_ratio"],
+                    y=points[y],
+                    mode="lines+markers",
+                    name=str(group),
+                    marker=dict(size=[9 if now else 0 for now in points["current"]]),
+                )
+            )
+    current = curve[curve["current"]]
+    fig.add_trace(
+        go.Scatter(
+            x=current["pruned_ratio"],
+            y=current[y],
+            mode="markers",
+            name="now",
+            marker=dict(size=12, color=PRUNED_COLOR),
+        )
+    )
+    fig.update_layout(
+        title=f"Kept share of {'tokens' if has_tokens else 'bytes'} against share of samples "
+        "pruned",
+        height=280 if group_curve is None else 380,
+        margin=dict(l=10, r=10, t=40, b=10),
+        showlegend=group_curve is not None,
+    )
+    fig.update_xaxes(title="share of scored samples pruned", tickformat=".0%")
+    fig.update_yaxes(title="kept share", tickformat=".0%", range=[0, 1.02])
+    return fig
+
+
+# ---- Explore: charts a click or a box selects from (st.plotly_chart(on_select=...)) ----------
+
+# Tableau 10 first: its first colours are easy to tell apart (Plotly's 1st and 4th are both violet).
+GROUP_PALETTE = px.colors.qualitative.T10 + px.colors.qualitative.Safe
+SELECTED_FILL = "#f5b700"
+
+
+def group_colors(labels: list[str]) -> dict[str, str]:
+    """One colour per group label of a grouping (in its order), "other" and "(none)" in greys."""
+    from core.groups import MISSING, OTHER
+
+    named = [g for g in labels if g not in (OTHER, MISSING)]
+    colors = {g: GROUP_PALETTE[i % len(GROUP_PALETTE)] for i, g in enumerate(named)}
+    return colors | {OTHER: "#9e9e9e", MISSING: "#d0d0d0"}
+
+
+def group_legend_html(title: str, colors: dict[str, str], sizes: dict[str, int]) -> str:
+    """One colour key for every chart of a grouped page (the charts draw no legend of their own)."""
+    items = "".join(
+        f'<span style="white-space:nowrap;margin-right:14px">'
+        f'<span style="display:inline-block;width:11px;height:11px;border-radius:2px;'
+        f'background:{color};margin-right:5px;vertical-align:-1px"></span>'
+        f"{html.escape(str(group))} <span style='color:#888'>{sizes.get(group, 0):,}</span></span>"
+        for group, color in colors.items()
+        if sizes.get(group)
+    )
+    title = f"<b>{html.escape(title)}</b>"
+    return f'<div style="font-size:0.85rem;line-height:1.8">{title}: {items}</div>'
+
+
+def selectable_histogram_figure(
+    hist: Histogram,
+    title: str,
+    selected: tuple[float | None, float | None] | None = None,
+    colors: dict[str, str] | None = None,
+    share: bool = False,
+    height: int = 260,
+) -> go.Figure:
+    """HIST as bars to click or box-select: each point's customdata is its bin's (left, right,
+    1 for the last bin); per group (HIST.by_group) stacked, or with SHARE one line per group of
+    the share of its samples in each bin. SELECTED (a score range) is shaded."""
+    frame = hist.frame()
+    last = [0] * (len(frame) - 1) + [1] if len(frame) else []
+    custom = list(zip(frame["left"], frame["right"], last, strict=True))
+    hover = "%{customdata[0]:.4g} to %{customdata[1]:.4g}: "
+    series = hist.by_group or {"": hist.counts}
+    traces = []
+    for group, counts in series.items():
+        color = (colors or {}).get(group)
+        name = dict(name=str(group), legendgroup=str(group)) if group else {}
+        if share:
+            total = sum(counts) or 1
+            centres = _centres(frame, hist.log_x)
+            traces.append(
+                go.Scatter(
+                    x=centres,
+                    y=[c / total for c in counts],
+                    customdata=custom,
+                    mode="lines",
+                    line=dict(shape="hvh", color=color, width=1.5),
+                    hovertemplate=f"{group}<br>{hover}%{{y:.1%}} of the group<extra></extra>",
+                    **name,
+                )
+            )
+        elif hist.log_x:  # a filled step per bin: bars have no width on a log axis
+            traces.append(
+                go.Scatter(
+                    x=[e for lr in zip(frame["left"], frame["right"], strict=True) for e in lr],
+                    y=[c for c in counts for _ in (0, 1)],
+                    customdata=[c for c in custom for _ in (0, 1)],
+                    mode="lines",
+                    line=dict(color=color, width=1),
+                    stackgroup="counts" if hist.by_group else None,
+                    fill=None if hist.by_group else "tozeroy",
+                    hovertemplate=f"{group + '<br>' if group else ''}{hover}%{{y}} samples"
+                    "<extra></extra>",
+                    **name,
+                )
+            )
+        else:
+            inside = [_overlaps(lr, selected) for lr in custom]
+            traces.append(
+                go.Bar(
+                    x=(frame["left"] + frame["right"]) / 2,
+                    y=counts,
+                    width=frame["right"] - frame["left"],
+                    customdata=custom,
+                    marker=dict(color=color, opacity=[1.0 if i else 0.35 for i in inside]),
+                    hovertemplate=f"{group + '<br>' if group else ''}{hover}%{{y}} samples"
+                    "<extra></extra>",
+                    **name,
+                )
+            )
+    fig = go.Figure(traces)
+    fig.update_layout(
+        title=title,
+        height=height,
+        margin=dict(l=10, r=10, t=40, b=10),
+        bargap=0,
+        barmode="stack",
+        showlegend=False,
+        clickmode="event+select",
+        selectdirection="h",  # the tool bar's box select takes a range of bars
+    )
+    if selected is not None and len(frame):
+        low, high = selected
+        fig.add_vrect(
+            x0=frame["left"].iloc[0] if low is None else low,
+            x1=frame["right"].iloc[-1] if high is None else high,
+            fillcolor=SELECTED_FILL,
+            opacity=0.2,
+            line_width=0,
+            layer="below",
+        )
+    fig.update_xaxes(type="log" if hist.log_x else "linear")
+    fig.update_yaxes(title="share of the group" if share else "samples")
+    if share:
+        fig.update_yaxes(tickformat=".0%")
+    return fig
+
+
+def _centres(frame: pd.DataFrame, log_x: bool) -> pd.Series:
+    if log_x:
+        return (frame["left"] * frame["right"]) ** 0.5
+    return (frame["left"] + frame["right"]) / 2
+
+
+def _overlaps(bin_: tuple, selected: tuple[float | None, float | None] | None) -> bool:
+    if selected is None:
+        return True
+    low, high = selected
+    return (low is None or bin_[1] > low) and (high is None or bin_[0] < high)
+
+
+def selected_bins(selection: dict) -> tuple[float, float, bool] | None:
+    """(left, right, closed) spanned by the bins that a click or a box selected in a
+    selectable_histogram_figure; closed when the last bin is among them. None when none is."""
+    bins = [tuple(p["customdata"]) for p in selection.get("points", []) if p.get("customdata")]
+    if not bins:
+        return None
+    right = max(b[1] for b in bins)
+    return min(b[0] for b in bins), right, any(b[2] for b in bins if b[1] == right)
+
+
+def scatter_figure(
+    points: pd.DataFrame,
+    x_title: str,
+    y_title: str,
+    log_x: bool = False,
+    colors: dict[str, str] | None = None,
+    region: tuple[tuple, tuple] | None = None,
+    height: int = 380,
+) -> go.Figure:
+    """POINTS (sample_id, x, y[, group]) to click (customdata: the sample id) or box-select, one
+    trace per group; REGION ((x0, x1), (y0, y1), None for unbounded) outlined."""
+    grouped = "group" in points.columns
+    parts = points.groupby("group", sort=False) if grouped else [("", points)]
+    order = list(colors or {})
+    parts = sorted(parts, key=lambda p: order.index(p[0]) if p[0] in order else len(order))
+    fig = go.Figure(
+        [
+            go.Scattergl(
+                x=part["x"],
+                y=part["y"],
+                mode="markers",
+                name=str(group),
+                marker=dict(size=4, opacity=0.5, color=(colors or {}).get(group)),
+                customdata=part[["sample_id"]],
+                hovertemplate=f"{group + '<br>' if group else ''}sample %{{customdata[0]}}<br>"
+                f"{x_title} %{{x:.4g}}<br>{y_title} %{{y:.4g}}<extra></extra>",
+            )
+            for group, part in parts
+        ]
+    )
+    fig.update_layout(
+        title=f"{y_title} against {x_title}",
+        height=height,
+        margin=dict(l=10, r=10, t=40, b=10),
+        showlegend=False,
+        clickmode="event+select",
+    )
+    if region is not None:
+        (x0, x1), (y0, y1) = region
+        fig.add_shape(
+            type="rect",
+            x0=points["x"].min() if x0 is None else x0,
+            x1=points["x"].max() if x1 is None else x1,
+            y0=points["y"].min() if y0 is None else y0,
+            y1=points["y"].max() if y1 is None else y1,
+            line=dict(color=SELECTED_FILL, width=2),
+            fillcolor=SELECTED_FILL,
+            opacity=0.15,
+        )
+    fig.update_xaxes(title=x_title, type="log" if log_x else "linear")
+    fig.update_yaxes(title=y_title)
+    return fig
+
+
+def selected_region(selection: dict) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    """((x0, x1), (y0, y1)) that the points a box (or lasso) selected in a scatter_figure span;
+    None for a click or no selection."""
+    if not (selection.get("box") or selection.get("lasso")):
+        return None
+    points = [p for p in selection.get("points", []) if "x" in p and "y" in p]
+    if not points:
+        return None
+    xs, ys = [p["x"] for p in points], [p["y"] for p in points]
+    return (min(xs), max(xs)), (min(ys), max(ys))
+
+
+def clicked_sample(selection: dict) -> str | None:
+    """The sample id of a point clicked in a scatter_figure (None for a box or no click)."""
+    if selection.get("box") or selection.get("lasso"):
+        return None
+    points = [p for p in selection.get("points", []) if p.get("customdata")]
+    return str(points[0]["customdata"][0]) if points else None

@@ -1,0 +1,105 @@
+"""Explore in a real browser: a click on a histogram bar filters the ranked samples to its range.
+
+AppTest cannot click a Plotly chart, so this drives `streamlit run app.py` in headless Debian
+Chromium, reads the bar's range from the figure the page drew and the rows from the table.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from core.ingest import ingest_dataset
+from core.scoring import ScoreOptions, score_dataset
+from core.store import Store
+from tests.conftest import ROOT, corpus_texts, write_jsonl
+from tests.helpers_browser import CHROMIUM, CHROMIUM_ARGS, free_port, running_app, streamlit_command
+
+ARTIFACTS = ROOT / "test-artifacts"
+N_DOCS = 40
+
+pytestmark = pytest.mark.slow
+
+if not Path(CHROMIUM).exists() and not os.environ.get("CI"):
+    pytest.skip(
+        f"{CHROMIUM} is not installed (`make browser` installs Debian's chromium)",
+        allow_module_level=True,
+    )
+
+
+@pytest.fixture
+def explore_url(tmp_path, tiny_model_dir):
+    store = Store(tmp_path / "ws.duckdb", lock_timeout=30)
+    rows = [
+        {"id": r["id"], "text": r["text"][:800], "source": r["source"]}
+        for r in corpus_texts(N_DOCS)
+    ]
+    ingest_dataset(store, str(write_jsonl(tmp_path / "docs.jsonl", rows)), "docs", id_column="id")
+    score_dataset(store, "docs", ScoreOptions(model=str(tiny_model_dir), dtype="float32"))
+    port = free_port()
+    with running_app(
+        streamlit_command(port), port, env={"INFOPRUNE_DB": str(store.path)}, log=tmp_path / "log"
+    ):
+        yield f"http://127.0.0.1:{port}"
+
+
+def table_column(page, name: str) -> list[float]:
+    """The values of column NAME in the rows the ranked-samples table shows."""
+    from playwright.sync_api import expect
+
+    grid = page.locator("[data-testid=stDataFrame]").last
+    expect(grid.locator("[role=columnheader]", has_text=name)).to_have_count(1)
+    expect(grid.locator("[role=gridcell]").first).to_be_attached()
+    headers = grid.locator("[role=columnheader]").all_inner_texts()
+    index = headers.index(name)
+    values = []
+    for row in grid.locator("[role=row]").all()[1:]:
+        cells = row.locator("[role=gridcell]").all_inner_texts()
+        if len(cells) == len(headers):
+            values.append(float(cells[index]))
+    return values
+
+
+def test_clicking_a_histogram_bar_filters_the_ranked_samples(explore_url):
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=60_000)  # a loaded machine can take seconds per rerun
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 2400})
+        page.set_default_timeout(60_000)
+        page.goto(f"{explore_url}/Explore")
+        expect(page.get_by_text(f"{N_DOCS} samples match", exact=False)).to_be_visible()
+        chart = (
+            page.locator("[data-testid=stPlotlyChart]")
+            .filter(has_text="bits per token")
+            .filter(has_not_text="against")
+        )
+        bars = chart.locator("g.trace.bars g.point path")
+        expect(bars).to_have_count(60)
+        drawn = chart.locator(".js-plotly-plot").evaluate(
+            "d => ({y: Array.from(d.data[0].y), bins: d.data[0].customdata})"
+        )
+        k = max(range(60), key=lambda i: drawn["y"][i])
+        count = int(drawn["y"][k])
+        left, right, last = drawn["bins"][k]
+
+        bars.nth(k).click(force=True)
+        expect(page.get_by_text(f"{count} samples match the filters")).to_be_visible()
+        expect(page.get_by_role("button", name=re.compile(r"≤ bits_per_token <|≤"))).to_be_visible()
+        scores = table_column(page, "bits_per_token")
+        assert 0 < len(scores) <= count
+        assert all(left <= s and (s <= right if last else s < right) for s in scores), (
+            left,
+            right,
+            scores,
+        )
+        page.screenshot(path=ARTIFACTS / "e2e-explore-bar-clicked.png")
+
+        page.get_by_role("button", name="Clear all filters").click()
+        expect(page.get_by_text(f"{N_DOCS} samples match.", exact=False)).to_be_visible()
+        browser.close()
