@@ -8,6 +8,7 @@ at straight away.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -32,8 +33,7 @@ _apply_cli_args()
 from core.datasets import list_datasets  # noqa: E402
 from core.errors import InputError  # noqa: E402
 from core.ingest import ingest_dataset  # noqa: E402
-from core.scratch import scratch_folder, temp_name  # noqa: E402
-from ui.common import fmt_int, get_store, require_access  # noqa: E402
+from ui.common import fmt_int, get_store, require_access, wanted_page  # noqa: E402
 
 
 @st.cache_resource(show_spinner=False)
@@ -43,15 +43,16 @@ def sweep_temporaries(db_path: str) -> None:
 
 
 @st.cache_resource(show_spinner="First start: ingesting the bundled sample corpus…")
-def ensure_sample_dataset(db_path: str) -> str | None:
-    """Ingest the sample corpus once per store when the store is empty."""
+def ensure_sample_dataset(db_path: str) -> list[str]:
+    """Ingest the sample corpus once per store when the store is empty. Returns what to tell the
+    user, once per server: the first script run to show it takes it out of the (shared) list."""
     store = get_store()
     if not list_datasets(store).empty or not SAMPLE_CORPUS.exists():
-        return None
+        return []
     try:
-        return ingest_dataset(store, str(SAMPLE_CORPUS), SAMPLE_NAME, id_column="id").line()
+        return [ingest_dataset(store, str(SAMPLE_CORPUS), SAMPLE_NAME, id_column="id").line()]
     except InputError as exc:  # e.g. another session ingested it a moment earlier
-        return str(exc)
+        return [str(exc)]
 
 
 def home() -> None:
@@ -66,7 +67,7 @@ def home() -> None:
     st.subheader("Datasets in this workspace")
     st.caption(f"Store: `{store.path}`")
     if datasets.empty:
-        st.info("The store is empty — ingest a dataset below.")
+        st.info("The store is empty — add a dataset on the Data page.")
     else:
         st.dataframe(
             datasets[["name", "samples", "mb", "skipped", "replaced_bytes", "format", "source"]],
@@ -78,86 +79,15 @@ def home() -> None:
             f"{fmt_int(datasets['samples'].sum())} samples in {len(datasets)} dataset(s). "
             "Next: **Score** a dataset, then **Explore** and **Prune & Export**."
         )
-    ingest_form(store)
-
-
-def ingest_form(store) -> None:
-    from core.reader_errors import ReaderLimitError
-
-    line_field, object_field = "Max CSV/TSV row size in bytes", "Max JSON record size in bytes"
-    st.subheader("Add a dataset")
-    with st.form("ingest"):
-        name = st.text_input("Name", placeholder="my-corpus")
-        source = st.text_input(
-            "Path, glob or hub id",
-            placeholder="/data/shard-*.parquet · corpus.jsonl.gz · ./txt_folder · user/dataset",
-        )
-        upload = st.file_uploader(
-            "…or upload a file",
-            type=["jsonl", "json", "gz", "zst", "parquet", "csv", "tsv"],
-        )
-        c1, c2, c3 = st.columns(3)
-        text_column = c1.text_input("Text column (auto if empty)")
-        id_column = c2.text_input("Id column (row position if empty)")
-        split = c3.text_input("Split (datasets with splits)")
-        c4, c5 = st.columns(2)
-        limit = c4.number_input("Read at most N rows (0 = all)", min_value=0, step=1000)
-        replace = c5.checkbox("Replace a dataset of the same name")
-        c6, c7 = st.columns(2)
-        max_line_size = c6.number_input(
-            f"{line_field} (0 = DuckDB's 2,000,000)", min_value=0, step=1_000_000
-        )
-        max_object_size = c7.number_input(
-            f"{object_field} (0 = DuckDB's 16,777,216)", min_value=0, step=16_777_216
-        )
-        submitted = st.form_submit_button("Ingest", type="primary")
-    if not submitted:
-        return
-    tmp_path = None
-    try:
-        if upload is not None:
-            # In the store's scratch folder, named after this process: a killed app's upload is
-            # swept at the next start (core/scratch.py).
-            suffix = "".join(Path(upload.name).suffixes)
-            folder = scratch_folder(store.path)
-            folder.mkdir(parents=True, exist_ok=True)
-            tmp_path = folder / temp_name("upload" + suffix)
-            tmp_path.write_bytes(upload.getbuffer())
-            source = str(tmp_path)
-        if not source:
-            st.error("Give a path, glob or hub id, or upload a file.")
-            return
-        with st.spinner("Ingesting…"):
-            report = ingest_dataset(
-                store,
-                source,
-                name.strip(),
-                text_column=text_column or None,
-                id_column=id_column or None,
-                split=split or None,
-                limit=int(limit) or None,
-                replace=replace,
-                max_line_size=int(max_line_size) or None,
-                max_object_size=int(max_object_size) or None,
-            )
-        st.success(report.line())
-        st.session_state["current_dataset"] = report.name
-    except ReaderLimitError as exc:  # name the form's field, not the command-line option
-        field = line_field if exc.setting == "max_line_size" else object_field
-        st.error(exc.message(f"set “{field}” to {exc.needed} or more"))
-    except InputError as exc:
-        st.error(str(exc))
-    finally:
-        if tmp_path:
-            tmp_path.unlink(missing_ok=True)
+    st.page_link("pages/1_Data.py", label="Add a dataset (on the Data page)", icon=":material/add:")
 
 
 st.set_page_config(page_title="infoprune", page_icon=":material/content_cut:", layout="wide")
 require_access()  # before the first-start ingest and any page: see core/hosts.py
 sweep_temporaries(str(get_store().path))
 first_start = ensure_sample_dataset(str(get_store().path))
-if first_start:
-    st.toast(first_start)
+with contextlib.suppress(IndexError):  # another session showed it a moment ago
+    st.toast(first_start.pop())
 
 PAGES = [
     ("pages/1_Data.py", "Data", ":material/description:"),
@@ -175,4 +105,7 @@ nav = st.navigation(
         if (ROOT / path).exists()
     ]
 )
+wanted = wanted_page()  # a page URL this session opened before app.py had run
+if wanted:
+    st.switch_page(wanted)
 nav.run()

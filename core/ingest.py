@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 from core.errors import InputError
 from core.jobs import check_dataset_free
 from core.scratch import scratch_dir
-from core.sources import RetryWithRepair, Source, detect
+from core.sources import RetryWithRepair, Source, detect, is_hub_id
 from core.store import Store, quote_ident
 
 TEXT_CANDIDATES = (
@@ -41,6 +41,8 @@ TEXT_CANDIDATES = (
     "code",
     "sentence",
 )
+# Column names taken as the sample id by the ingest form's preview (the CLI takes --id-column only).
+ID_CANDIDATES = ("id", "sample_id", "doc_id", "document_id", "uuid", "_id")
 META_KEY = "__sample_id"
 # Caps what DuckDB caches while writing an ingest, so peak memory does not grow with the source.
 INGEST_MEMORY_LIMIT = "256MB"
@@ -51,6 +53,7 @@ _NAME = re.compile(r"^[\w][\w.\-]{0,127}$")
 class IngestReport:
     name: str
     n_samples: int
+    text_column: str
     n_skipped: int
     n_replaced_bytes: int
     n_rows_read: int
@@ -59,7 +62,8 @@ class IngestReport:
 
     def line(self) -> str:
         return (
-            f"ingested '{self.name}': {self.n_samples} samples stored, {self.n_skipped} skipped "
+            f"ingested '{self.name}': {self.n_samples} samples stored from text column "
+            f"'{self.text_column}', {self.n_skipped} skipped "
             f"(null/empty/whitespace), {self.n_replaced_bytes} invalid UTF-8 bytes replaced, "
             f"{self.n_bytes / 1e6:.1f} MB of text, {self.seconds:.1f} s"
         )
@@ -86,8 +90,75 @@ def choose_text_column(columns: list[str], requested: str | None) -> str:
         if cand in lowered:
             return lowered[cand]
     raise InputError(
-        f"no text column found; columns are: {', '.join(columns)} — pass --text-column NAME"
+        f"no text column found; columns are: {', '.join(columns)} — pass --text-column NAME",
+        ui=f"No text column found among {', '.join(columns)} — choose the text column below.",
     )
+
+
+@dataclass
+class SourcePreview:
+    """The first rows of a source and the columns an ingest would take, before ingesting it."""
+
+    columns: list[str]
+    rows: pa.Table
+    text_column: str | None  # what ingest takes as text when none is named; None: none found
+    id_column: str | None  # a column named like an id (ID_CANDIDATES); None: row positions
+
+
+def preview_source(
+    store: Store,
+    source: str,
+    split: str | None = None,
+    n_rows: int = 5,
+    source_name: str | None = None,
+    max_line_size: int | None = None,
+    max_object_size: int | None = None,
+) -> SourcePreview:
+    """The first N_ROWS of SOURCE, read as an ingest would read them (InputError if it cannot
+    be). A hub id is read only when ingested: no preview (see `core.sources.is_hub_id`)."""
+    if is_hub_id(source):
+        raise InputError(f"{source} is a hub dataset: it is read when ingested, not previewed")
+    with _errors_naming(source, source_name), scratch_dir(store.path, "preview") as scratch:
+        src = detect(
+            source,
+            split,
+            n_rows,
+            scratch=scratch,
+            max_line_size=max_line_size,
+            max_object_size=max_object_size,
+        )
+        first = None
+        try:
+            for _attempt in range(2):
+                try:
+                    with contextlib.closing(src.batches()) as batches:
+                        first = next(batches, None)
+                    break
+                except RetryWithRepair:
+                    continue
+        finally:
+            src.close()
+    if first is None:
+        raise InputError(f"{source_name or source} holds no rows — nothing to ingest")
+    columns = first.schema.names
+    try:
+        text_column = choose_text_column(columns, None)
+    except InputError:
+        text_column = None
+    lowered = {c.lower(): c for c in columns if c != text_column}
+    id_column = next((lowered[c] for c in ID_CANDIDATES if c in lowered), None)
+    rows = pa.Table.from_batches([first]).slice(0, n_rows)
+    return SourcePreview(columns, rows, text_column, id_column)
+
+
+def default_dataset_name(source: str) -> str:
+    """A dataset name from a file, folder, glob or hub id: its last part, format suffixes off."""
+    base = re.split(r"[\\/]", source.rstrip("/\\"))[-1]
+    for ext in (".gz", ".zst", ".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet", ".txt"):
+        if base.lower().endswith(ext):
+            base = base[: -len(ext)]
+    name = re.sub(r"[^\w.\-]+", "-", base).strip("-.")[:128]
+    return name if _NAME.match(name) else "dataset"
 
 
 def ingest_dataset(
@@ -102,54 +173,85 @@ def ingest_dataset(
     progress: Callable[[int], None] | None = None,
     max_line_size: int | None = None,
     max_object_size: int | None = None,
+    source_name: str | None = None,
 ) -> IngestReport:
     """Read SOURCE and store it as dataset NAME in one transaction (InputError on bad input).
 
     MAX_LINE_SIZE / MAX_OBJECT_SIZE raise DuckDB's limit on one CSV row / JSON record, in bytes
-    (None: DuckDB's default); a record over the limit raises ReaderLimitError.
+    (None: DuckDB's default); a record over the limit raises ReaderLimitError. SOURCE_NAME is what
+    the dataset records and errors name as its source (an upload's file name, where SOURCE is the
+    temporary copy that is deleted after the ingest).
     """
-    check_dataset_name(name)
-    if limit is not None and limit <= 0:
-        raise InputError("--limit must be a positive number of rows")
-    for value, option in (
-        (max_line_size, "--max-line-size"),
-        (max_object_size, "--max-object-size"),
-    ):
-        if value is not None and value <= 0:
-            raise InputError(f"{option} must be a positive number of bytes")
-    if not replace and _dataset_exists(store, name):
-        raise InputError(f"dataset '{name}' already exists — pass --replace to overwrite it")
-    started = time.monotonic()
-    # Temporaries (the metadata spill, UTF-8 repaired copies) go in a folder named after this
-    # process: what a killed ingest leaves, the next command on the store sweeps away.
-    with scratch_dir(store.path, "ingest") as scratch:
-        src = detect(
-            source,
-            split,
-            limit,
-            scratch=scratch,
-            max_line_size=max_line_size,
-            max_object_size=max_object_size,
-        )
-        try:
-            for _attempt in range(2):
-                try:
-                    return _ingest_once(
-                        store,
-                        src,
-                        name,
-                        text_column,
-                        id_column,
-                        replace,
-                        progress,
-                        started,
-                        scratch / "meta.arrows",
-                    )
-                except RetryWithRepair:
-                    continue
-            raise InputError(f"{source}: could not repair its UTF-8")
-        finally:
-            src.close()
+    with _errors_naming(source, source_name):
+        check_dataset_name(name)
+        if limit is not None and limit <= 0:
+            raise InputError("--limit must be a positive number of rows")
+        for value, option in (
+            (max_line_size, "--max-line-size"),
+            (max_object_size, "--max-object-size"),
+        ):
+            if value is not None and value <= 0:
+                raise InputError(f"{option} must be a positive number of bytes")
+        if not replace and _dataset_exists(store, name):
+            raise _exists(name)
+        started = time.monotonic()
+        # Temporaries (the metadata spill, UTF-8 repaired copies) go in a folder named after this
+        # process: what a killed ingest leaves, the next command on the store sweeps away.
+        with scratch_dir(store.path, "ingest") as scratch:
+            src = detect(
+                source,
+                split,
+                limit,
+                scratch=scratch,
+                max_line_size=max_line_size,
+                max_object_size=max_object_size,
+            )
+            try:
+                for _attempt in range(2):
+                    try:
+                        return _ingest_once(
+                            store,
+                            src,
+                            name,
+                            text_column,
+                            id_column,
+                            replace,
+                            progress,
+                            started,
+                            scratch / "meta.arrows",
+                            source_name,
+                        )
+                    except RetryWithRepair:
+                        continue
+                raise InputError(f"{source}: could not repair its UTF-8")
+            finally:
+                src.close()
+
+
+@contextlib.contextmanager
+def _errors_naming(source: str, shown: str | None) -> Iterator[None]:
+    """InputErrors raised inside name SHOWN wherever they named SOURCE (an upload's temporary
+    copy, which the user never saw)."""
+    try:
+        yield
+    except InputError as exc:
+        if shown:
+            exc.args = tuple(
+                a.replace(source, shown) if isinstance(a, str) else a for a in exc.args
+            )
+            if exc.ui:
+                exc.ui = exc.ui.replace(source, shown)
+            if isinstance(getattr(exc, "location", None), str):  # ReaderLimitError.message()
+                exc.location = exc.location.replace(source, shown)
+        raise
+
+
+def _exists(name: str) -> InputError:
+    return InputError(
+        f"dataset '{name}' already exists — pass --replace to overwrite it",
+        ui=f"Dataset '{name}' already exists — tick “Replace a dataset of the same name” to "
+        "overwrite it, or choose another name.",
+    )
 
 
 def _dataset_exists(store: Store, name: str) -> bool:
@@ -209,7 +311,16 @@ def _open_batches(src: Source, text_column: str | None):
 
 
 def _ingest_once(
-    store, src: Source, name, text_column, id_column, replace, progress, started, meta_path: Path
+    store,
+    src: Source,
+    name,
+    text_column,
+    id_column,
+    replace,
+    progress,
+    started,
+    meta_path: Path,
+    source_name: str | None,
 ):
     columns, text_col, batches, first = _open_batches(src, text_column)
     reserved = next((c for c in columns if c.lower() == META_KEY), None)
@@ -225,7 +336,7 @@ def _ingest_once(
         con.execute(f"SET memory_limit = '{INGEST_MEMORY_LIMIT}'")
         old = con.execute("SELECT meta_table FROM datasets WHERE name = ?", [name]).fetchall()
         if old and not replace:
-            raise InputError(f"dataset '{name}' already exists — pass --replace to overwrite it")
+            raise _exists(name)
         if old:
             check_dataset_free(con, name)
             con.execute("DELETE FROM samples WHERE dataset = ?", [name])
@@ -264,6 +375,7 @@ def _ingest_once(
         report = IngestReport(
             name=name,
             n_samples=stream.n_stored,
+            text_column=text_col,
             n_skipped=stream.n_read - stream.n_stored,
             n_replaced_bytes=src.counter.replaced_bytes,
             n_rows_read=stream.n_read,
@@ -274,7 +386,7 @@ def _ingest_once(
             "INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now())",
             [
                 name,
-                src.location,
+                source_name or src.location,
                 src.kind,
                 text_col,
                 id_column,
@@ -303,7 +415,9 @@ def _check_unique_ids(con, name: str, id_column: str) -> None:
         shown = ", ".join(repr(d[0]) for d in dup)
         raise InputError(
             f"id column '{id_column}' is not unique (repeated: {shown}) — "
-            "pick a unique --id-column or drop it to use row positions"
+            "pick a unique --id-column or drop it to use row positions",
+            ui=f"Id column '{id_column}' is not unique (repeated: {shown}) — choose a unique "
+            "id column below, or row position.",
         )
 
 
@@ -374,7 +488,8 @@ def _text_array(col: pa.ChunkedArray | pa.Array, text_col: str, src: Source) -> 
     if pa.types.is_null(typ):
         return pa.nulls(len(col), pa.large_string())
     raise InputError(
-        f"column '{text_col}' holds {typ}, not text — pass --text-column with a text column"
+        f"column '{text_col}' holds {typ}, not text — pass --text-column with a text column",
+        ui=f"Column '{text_col}' holds {typ}, not text — choose a text column below.",
     )
 
 

@@ -100,6 +100,30 @@ def finish_job(store: Store, status: str, message: str | None = None) -> None:
         )
 
 
+def set_phase(store: Store, phase: str) -> None:
+    """Say what this process's background job is doing now ("loading the model"), for the pages
+    to show before its progress counts anything (a no-op outside a background job)."""
+    job_id = os.environ.get("INFOPRUNE_JOB_ID")
+    if not job_id:
+        return
+    with store.transaction() as con:
+        con.execute("UPDATE jobs SET phase = ? WHERE job_id = ?", [phase, job_id])
+
+
+def live_jobs(store: Store, kind: str) -> pd.DataFrame:
+    """KIND's background jobs whose process still runs, newest first, with their phase."""
+    df = store.query_df(
+        "SELECT job_id, ref, pid, pid_start, phase, created_at FROM jobs "
+        "WHERE kind = ? AND status = 'running' ORDER BY created_at DESC",
+        [kind],
+    )
+    reap_children()
+    alive = [
+        processes.is_alive(as_int(p), as_int(t)) for p, t in zip(df.pid, df.pid_start, strict=True)
+    ]
+    return df[alive] if len(df) else df
+
+
 def live_status(status: str, pid, pid_start, active: tuple[str, ...] = ("running",)) -> str:
     """STATUS as it is now: an active row whose process has ended (killed, crashed) is 'stopped'."""
     if status in active and not processes.is_alive(as_int(pid), as_int(pid_start)):

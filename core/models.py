@@ -55,8 +55,29 @@ def resolve_model_dir(model: str, allow_pickle: bool = False) -> Path:
         ) from exc
 
 
+def check_model(model: str, allow_pickle: bool = False, trust_remote_code: bool = False) -> None:
+    """Before a scoring job starts: a local MODEL directory has a config, a tokenizer and weights
+    it may load (no torch or transformers imported). A hub id is checked by the job."""
+    if looks_like_path(model) or model.count("/") > 1:
+        check_model_files(resolve_model_dir(model), allow_pickle, trust_remote_code)
+
+
 def check_model_dir(path: Path, allow_pickle: bool, trust_remote_code: bool) -> dict:
     """Fail before any work: config present and causal, weights safe, tokenizer present."""
+    config = _read_config(path, trust_remote_code)
+    _check_causal(config, path)
+    _check_weights_and_tokenizer(path, allow_pickle)
+    return config
+
+
+def check_model_files(path: Path, allow_pickle: bool, trust_remote_code: bool) -> None:
+    """check_model_dir without loading transformers: all but "is it a causal language model"."""
+    _read_config(path, trust_remote_code)
+    _check_weights_and_tokenizer(path, allow_pickle)
+
+
+def _read_config(path: Path, trust_remote_code: bool) -> dict:
+    """config.json, refused if the model needs its own code and that is not allowed."""
     cfg_path = path / "config.json"
     if not cfg_path.exists():
         raise InputError(f"{path} is not a model directory (no config.json)")
@@ -64,14 +85,26 @@ def check_model_dir(path: Path, allow_pickle: bool, trust_remote_code: bool) -> 
         config = json.loads(cfg_path.read_text())
     except json.JSONDecodeError as exc:
         raise InputError(f"{cfg_path} is not valid JSON ({exc})") from exc
-    _check_causal(config, path, trust_remote_code)
+    if _needs_remote_code(config) and not trust_remote_code:
+        raise InputError(
+            f"{path} needs its own code to load — pass --trust-remote-code if you trust it",
+            ui=f"{path} needs its own code to load — tick “Trust remote code” under Advanced "
+            "if you trust it.",
+        )
+    return config
+
+
+def _check_weights_and_tokenizer(path: Path, allow_pickle: bool) -> None:
     safetensors = sorted(path.glob("*.safetensors"))
     pickles = sorted(path.glob("*.bin"))
     if not safetensors:
         if pickles and not allow_pickle:
             raise InputError(
                 f"{path} has only pickle weights (.bin), which can run code when loaded "
-                "— convert them to safetensors or pass --allow-pickle if you trust the source"
+                "— convert them to safetensors or pass --allow-pickle if you trust the source",
+                ui=f"{path} has only pickle weights (.bin), which can run code when loaded — "
+                "convert them to safetensors, or tick “Allow pickle (.bin) weights” under "
+                "Advanced if you trust the source.",
             )
         if not pickles:
             raise InputError(f"{path} holds no weights (*.safetensors)")
@@ -79,18 +112,17 @@ def check_model_dir(path: Path, allow_pickle: bool, trust_remote_code: bool) -> 
         raise InputError(
             f"{path} has no tokenizer (tokenizer.json or similar) — save one beside it"
         )
-    return config
 
 
-def _check_causal(config: dict, path: Path, trust_remote_code: bool) -> None:
+def _needs_remote_code(config: dict) -> bool:
+    return "auto_map" in config and "AutoModelForCausalLM" in config["auto_map"]
+
+
+def _check_causal(config: dict, path: Path) -> None:
     from transformers import AutoConfig
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-    if "auto_map" in config and "AutoModelForCausalLM" in config["auto_map"]:
-        if not trust_remote_code:
-            raise InputError(
-                f"{path} needs its own code to load — pass --trust-remote-code if you trust it"
-            )
+    if _needs_remote_code(config):  # its own code says what it is (allowed by _read_config)
         return
     model_type = config.get("model_type")
     if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:

@@ -86,7 +86,9 @@ def split_ids(ids: list[str], fraction: float, seed: int) -> tuple[list[str], li
     n_train = min(round(fraction * n), n - n_val)
     if n_train < 1:
         raise InputError(
-            f"--fraction {fraction} of {n} samples selects no training sample — raise --fraction"
+            f"--fraction {fraction} of {n} samples selects no training sample — raise --fraction",
+            ui=f"A training fraction of {fraction} of {n} samples selects no training sample — "
+            "raise “Training fraction”.",
         )
     return order[n_val : n_val + n_train], order[:n_val]
 
@@ -320,7 +322,10 @@ def lock_out_dir(out: Path) -> Iterator[None]:
 def _check_out_dir(out: Path, key: str) -> dict | None:
     """None for a fresh directory, the resume record for a matching checkpoint, else an error."""
     if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out} is a file — pass a directory path")
+        raise InputError(
+            f"--out {out} is a file — pass a directory path",
+            ui=f"{out} is a file — give a folder as the output directory.",
+        )
     if not out.exists() or all(
         f == out / "checkpoint" / "lock" for f in out.rglob("*") if f.is_file()
     ):
@@ -332,9 +337,14 @@ def _check_out_dir(out: Path, key: str) -> dict | None:
             return resume
         raise InputError(
             f"{out} holds an unfinished probe trained with other options — rerun its command "
-            "to resume it, or pass a new --out"
+            "to resume it, or pass a new --out",
+            ui=f"{out} holds an unfinished probe trained with other options — start it with "
+            "those options to resume it, or choose a new output directory.",
         )
-    raise InputError(f"output directory {out} is not empty — pass a new --out or empty it")
+    raise InputError(
+        f"output directory {out} is not empty — pass a new --out or empty it",
+        ui=f"Output directory {out} is not empty — choose a new one or empty it.",
+    )
 
 
 def _load_ids(store: Store, dataset: str) -> list[str]:

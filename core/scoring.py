@@ -102,6 +102,7 @@ def score_dataset(
     info = get_dataset(store, dataset)
     if not opts.model_free:
         resolve_device(opts.device)  # a device this machine lacks, refused before any loading
+        jobs.set_phase(store, "loading the model")
     measures = measures_for(not opts.model_free)
     step = BatchScorer(opts, measures)
     engine = {"engine": "none"} if opts.model_free else {"engine": "local", **step.settings}
@@ -109,7 +110,11 @@ def score_dataset(
     spec = RunSpec(info, opts.model, step.model_hash, settings, step.device)
 
     def score(run_id: str, last_row: int) -> str:
+        if any(m.needs_corpus for m in measures):
+            jobs.set_phase(store, "counting the corpus's words")
         corpus = load_corpus_for(store, info, measures)
+        first = "planning windows and scoring the first samples" if step.scorer else "scoring"
+        jobs.set_phase(store, first)
         writer = RunWriter(store, run_id, info, step.scorer is not None, on_progress)
         return _score_rows(store, writer, step, corpus, last_row, cancel)
 
@@ -392,7 +397,7 @@ def list_runs(store: Store, dataset: str | None = None):
     """Runs newest first, with live status: a 'running' run whose process is gone is 'stopped'."""
     df = store.query_df(
         "SELECT run_id, dataset, model, status, n_done, n_total, tokens_per_s, seconds, device, "
-        "dtype, settings, model_hash, pid, pid_start, error, created_at, finished_at, "
+        "dtype, settings, model_hash, pid, pid_start, error, created_at, started_at, finished_at, "
         "CASE WHEN bytes_done > 0 AND bytes_total > bytes_done "
         "THEN seconds * (bytes_total - bytes_done) / bytes_done END AS eta_s FROM runs "
         + ("WHERE dataset = ? " if dataset else "")
@@ -426,11 +431,52 @@ def run_score_columns(store: Store, run_id: str) -> list[str]:
 
 
 def start_score_job(store: Store, dataset: str, opts: ScoreOptions) -> str:
-    """Start `infoprune score` in the background (the UI's Start button)."""
+    """Start `infoprune score` in the background (the UI's Start button), once what can be checked
+    without loading anything is right: the options, the dataset, a local model's files."""
+    from core.models import check_model
+
     validate_options(opts)
     get_dataset(store, dataset)
+    if not opts.model_free:
+        check_model(opts.model, opts.allow_pickle, opts.trust_remote_code)
     argv = ["score", "--dataset", dataset, *opts.argv()]
     return jobs.start_job(store, "score", argv, ref=dataset)
+
+
+def run_of_job(store: Store, job_id: str) -> str | None:
+    """The run a finished score job scored or reused (the last line it printed), else None."""
+    job = jobs.get_job(store, job_id)
+    if job["status"] != "done":
+        return None
+    last = jobs.read_log_tail(job["log_path"], 1).strip()
+    return last if last.startswith("run-") else None
+
+
+def resume_options(run: dict) -> ScoreOptions:
+    """The options that claim RUN (a row of `get_run`) again: its model and resolved settings,
+    so the same configuration key finds it and scoring goes on from its last committed row."""
+    settings = run["settings"]
+    if settings.get("engine") not in ("local", "none"):
+        raise InputError(
+            f"run {run['run_id']} was scored on {settings.get('engine')} — resume it with the "
+            "`infoprune score` command that started it"
+        )
+    if settings["engine"] == "none":
+        return ScoreOptions(model="none", limit=settings.get("limit"))
+    return ScoreOptions(
+        model=run["model"],
+        device=run["device"] or "auto",
+        dtype=settings["dtype"],
+        window=settings["window"],
+        stride=settings["stride"],
+        limit=settings.get("limit"),
+    )
+
+
+def resume_score_job(store: Store, run_id: str) -> str:
+    """Start a stopped, cancelled or failed run again in the background (the UI's Resume)."""
+    run = get_run(store, run_id)
+    return start_score_job(store, run["dataset"], resume_options(run))
 
 
 def cancel_run(store: Store, run_id: str) -> bool:

@@ -107,7 +107,7 @@ def detect(
         return _from_directory(path, split, limit, opts, scratch)
     if path.is_file():
         return _from_file(path, limit, opts, scratch)
-    if _looks_like_path(source) or not _looks_like_hub_id(source):
+    if not is_hub_id(source):
         raise InputError(f"no such file or directory: {source}")
     unreachable = _hub_unreachable()
     if unreachable:
@@ -116,6 +116,13 @@ def detect(
             f"reached to load it as a dataset ({unreachable}) — pass a local path"
         )
     return _from_hub(source, split, limit)
+
+
+def is_hub_id(source: str) -> bool:
+    """SOURCE names a Hugging Face hub dataset, not a file, folder or glob of this machine."""
+    if any(ch in source for ch in "*?[") or Path(source).expanduser().exists():
+        return False
+    return not _looks_like_path(source) and _looks_like_hub_id(source)
 
 
 def _looks_like_hub_id(source: str) -> bool:
@@ -327,7 +334,9 @@ def _duckdb_source(
                         word = _JSON_KINDS.get(kinds[i].as_py(), "a number")
                         raise InputError(
                             f"column '{text_column}' holds {word} at row {seen + i}, not text — "
-                            "fix that row or pass --text-column with a text column"
+                            "fix that row or pass --text-column with a text column",
+                            ui=f"Column '{text_column}' holds {word} at row {seen + i}, not "
+                            "text — fix that row or choose another text column below.",
                         )
                     batch = batch.drop_columns([flag])
                 seen += batch.num_rows
@@ -420,12 +429,18 @@ def _pick_split(ds, split: str | None, where: str):
                 return ds[names[0]]
             if "train" in names:
                 return ds["train"]
-            raise InputError(f"{where} has splits {', '.join(names)} — pass --split NAME")
+            raise InputError(
+                f"{where} has splits {', '.join(names)} — pass --split NAME",
+                ui=f"{where} has splits {', '.join(names)} — fill in “Split” with one of them.",
+            )
         if split not in ds:
             raise InputError(f"{where} has no split '{split}'; splits are {', '.join(names)}")
         return ds[split]
     if split is not None:
-        raise InputError(f"{where} is a single dataset without splits — drop --split")
+        raise InputError(
+            f"{where} is a single dataset without splits — drop --split",
+            ui=f"{where} is a single dataset without splits — clear “Split”.",
+        )
     return ds
 
 

@@ -250,6 +250,8 @@ class Store:
                 con.execute(ddl)
             for table in PROCESS_TABLES:  # stores made before pids were recorded with start times
                 con.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS pid_start BIGINT")
+            # What a background job is doing before its progress counts (core.jobs.set_phase).
+            con.execute("ALTER TABLE jobs ADD COLUMN IF NOT EXISTS phase VARCHAR")
             # Measures' columns, added to stores made before the measure existed.
             for col in [c for c in table_columns() if c not in ENGINE_COLUMNS]:
                 if not _IDENT.match(col):

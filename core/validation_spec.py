@@ -185,7 +185,10 @@ def parse_ratios(rule: str, text: str) -> tuple[tuple[float, float], ...]:
             )
         out.append(pair)
     if not out:
-        raise InputError("--ratios is empty — pass e.g. 0.1,0.2,0.3")
+        raise InputError(
+            "--ratios is empty — pass e.g. 0.1,0.2,0.3",
+            ui="“Ratios” is empty — give e.g. 0.1,0.2,0.3.",
+        )
     totals = [round(sum(p), 10) for p in out]
     if len(set(totals)) < len(totals):
         raise InputError(

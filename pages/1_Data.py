@@ -1,17 +1,24 @@
-"""Data: what a dataset holds — sizes, columns, what ingest skipped or repaired, its samples."""
+"""Data: add a dataset (with a preview first); what a dataset holds — sizes, columns, what
+ingest skipped or repaired, its samples."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from core.datasets import drop_dataset, get_dataset, sample_page
+from core.datasets import dataset_names, drop_dataset, get_dataset, sample_page
 from core.errors import InputError
 from ui.common import fmt_int, get_store, pick_dataset, require_access, show_error
+from ui.ingest_form import DONE_KEY, ingest_section
 
 require_access()  # first: see ui/common.py
 
 st.title("Data")
 store = get_store()
+if DONE_KEY in st.session_state:
+    st.success(st.session_state.pop(DONE_KEY))
+with st.expander("Add a dataset", expanded=not dataset_names(store), icon=":material/add:"):
+    ingest_section(store)
+st.subheader("Datasets in this workspace")
 name = pick_dataset(store)
 if name is None:
     st.stop()

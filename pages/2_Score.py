@@ -1,4 +1,4 @@
-"""Score: start a scoring run in the background, watch it, cancel it; train a data probe."""
+"""Score: start a scoring run in the background, watch it, cancel or resume it; train a probe."""
 
 from __future__ import annotations
 
@@ -9,11 +9,18 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.errors import InputError
-from core.jobs import job_error
+from core.jobs import job_error, live_jobs
 from core.probe import cancel_probe, list_probes, probe_curve, start_probe_job
-from core.scoring import ScoreOptions, cancel_run, list_runs, start_score_job
+from core.scoring import (
+    ScoreOptions,
+    cancel_run,
+    list_runs,
+    resume_score_job,
+    run_of_job,
+    start_score_job,
+)
 from core.train_options import DEFAULT_MINUTES, SIZES, Budget, ProbeOptions, TrainConfig
-from ui.common import fmt_int, get_store, pick_dataset, require_access
+from ui.common import fmt_int, get_store, page_link, pick_dataset, require_access, show_error
 
 require_access()  # first: see ui/common.py
 
@@ -34,33 +41,36 @@ dataset = pick_dataset(store, key="score_dataset")
 
 def start_form(dataset: str) -> None:
     choices = model_choices()
-    with st.form("start_run"):
-        choice = st.selectbox("Model", list(choices), key="score_model_choice")
-        custom = st.text_input(
-            "Model directory or hub id (when 'Another…' is chosen)",
+    choice = st.selectbox("Model", list(choices), key="score_model_choice")
+    model = choices[choice]
+    if choice == CUSTOM:
+        model = st.text_input(
+            "Model directory or hub id",
+            key="score_model_path",
             placeholder="/models/my-probe · gpt2 · EleutherAI/pythia-160m",
-        )
-        c1, c2 = st.columns(2)
-        device = c1.selectbox("Device", ["auto", "cpu", "cuda", "mps"])
-        dtype = c2.selectbox(
-            "Precision",
-            ["auto", "float32", "bfloat16", "float16"],
-            help="auto = bfloat16 where the hardware is fast at it (mean difference < 0.1 %)",
-        )
-        with st.expander("Advanced"):
-            a1, a2, a3, a4 = st.columns(4)
-            window = a1.number_input("Window (0 = model max)", min_value=0, step=64)
-            stride = a2.number_input("Stride (0 = window/2)", min_value=0, step=32)
-            budget = a3.number_input("Max batch tokens", min_value=256, value=8192, step=1024)
-            limit = a4.number_input("Only the first N samples (0 = all)", min_value=0, step=100)
-            trust = st.checkbox("Trust remote code (runs the model repository's Python code)")
-            pickle = st.checkbox("Allow pickle (.bin) weights")
-        submitted = st.form_submit_button("Start scoring", type="primary")
-    if not submitted:
+            help="A local directory is checked (config, tokenizer, safe weights) before the run "
+            "starts; a hub id is downloaded by the run.",
+        ).strip()
+    c1, c2 = st.columns(2)
+    device = c1.selectbox("Device", ["auto", "cpu", "cuda", "mps"], key="score_device")
+    dtype = c2.selectbox(
+        "Precision",
+        ["auto", "float32", "bfloat16", "float16"],
+        key="score_dtype",
+        help="auto = bfloat16 where the hardware is fast at it (mean difference < 0.1 %)",
+    )
+    with st.expander("Advanced"):
+        a1, a2, a3, a4 = st.columns(4)
+        window = a1.number_input("Window (0 = model max)", min_value=0, step=64)
+        stride = a2.number_input("Stride (0 = window/2)", min_value=0, step=32)
+        budget = a3.number_input("Max batch tokens", min_value=256, value=8192, step=1024)
+        limit = a4.number_input("Only the first N samples (0 = all)", min_value=0, step=100)
+        trust = st.checkbox("Trust remote code (runs the model repository's Python code)")
+        pickle = st.checkbox("Allow pickle (.bin) weights")
+    if not st.button("Start scoring", type="primary", key="score_start"):
         return
-    model = custom.strip() if choice == CUSTOM else choices[choice]
     if not model:
-        st.error("Enter a model directory or hub id, or pick another model option.")
+        st.error("Enter a model directory or hub id above, or choose another model.")
         return
     opts = ScoreOptions(
         model=model,
@@ -74,12 +84,14 @@ def start_form(dataset: str) -> None:
         allow_pickle=pickle,
     )
     try:
-        job_id = start_score_job(store, dataset, opts)
+        with st.spinner("Checking the model…"):
+            job_id = start_score_job(store, dataset, opts)
     except InputError as exc:
-        st.error(str(exc))
+        show_error(exc)
         return
     st.session_state.setdefault("score_jobs", []).append(job_id)
-    st.success(f"Started background job `{job_id}` — progress appears below.")
+    what = "model-free measures" if opts.model_free else f"`{model}`"
+    st.success(f"Started background job `{job_id}` with {what} — progress appears below.")
 
 
 def model_choices() -> dict[str, str]:
@@ -102,29 +114,45 @@ def _duration(seconds) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
+def _when(stamp) -> str | None:
+    return None if stamp is None or pd.isna(stamp) else f"{stamp:%Y-%m-%d %H:%M:%S}"
+
+
 @st.fragment(run_every=2)
 def live_runs(dataset: str | None) -> None:
-    """Refreshes itself every two seconds: progress, speed, ETA, cancel."""
+    """Refreshes itself every two seconds: what each job is doing, progress, speed, ETA, cancel,
+    the runs that finished, resume."""
     for job_id in st.session_state.get("score_jobs", []):
         err = job_error(store, job_id)
         if err:
             st.error(f"Job `{job_id}` stopped — {err}")
     runs = list_runs(store, dataset)
     active = runs[runs["status"] == "running"]
+    jobs = live_jobs(store, "score")
+    if dataset is not None:
+        jobs = jobs[jobs["ref"] == dataset]
+    phases = {int(j.pid): j.phase for j in jobs.itertuples() if pd.notna(j.pid)}
+    claimed = {int(p) for p in active["pid"] if pd.notna(p)}
+    for job in jobs.itertuples():  # not scoring yet: say what it is doing
+        if pd.isna(job.pid) or int(job.pid) not in claimed:
+            st.progress(0.0, text=f"`{job.job_id}` · {job.ref} · {job.phase or 'starting'}…")
     for run in active.itertuples():
         done = int(run.n_done or 0)
         total = int(run.n_total or 0) or 1
-        speed = f"{run.tokens_per_s:,.0f} tokens/s" if pd.notna(run.tokens_per_s) else "…"
-        eta = f" · ETA {_duration(run.eta_s)}" if pd.notna(run.eta_s) else ""
+        label = f"`{run.run_id}` · {Path(str(run.model)).name}"
+        if done == 0:
+            phase = phases.get(int(run.pid)) if pd.notna(run.pid) else None
+            text = f"{label} · {phase or 'starting'}… ({fmt_int(total)} samples to score)"
+        else:
+            speed = f"{run.tokens_per_s:,.0f} tokens/s" if pd.notna(run.tokens_per_s) else "…"
+            eta = f" · ETA {_duration(run.eta_s)}" if pd.notna(run.eta_s) else ""
+            text = f"{label} · {fmt_int(done)} / {fmt_int(total)} samples · {speed}{eta}"
         cols = st.columns([5, 1])
-        cols[0].progress(
-            done / total,
-            text=f"`{run.run_id}` · {Path(str(run.model)).name} · "
-            f"{fmt_int(done)} / {fmt_int(total)} samples · {speed}{eta}",
-        )
+        cols[0].progress(done / total, text=text)
         if cols[1].button("Cancel", key=f"cancel_{run.run_id}"):
             cancel_run(store, run.run_id)
             st.toast(f"Asked {run.run_id} to stop after its current batch")
+    finished_notice(runs, active)
     st.subheader("Runs")
     if runs.empty:
         st.caption("No runs yet.")
@@ -135,23 +163,64 @@ def live_runs(dataset: str | None) -> None:
             f"{int(d or 0):,}/{int(t or 0):,}"
             for d, t in zip(runs.n_done, runs.n_total, strict=True)
         ],
-        duration=[_duration(s) for s in runs["seconds"]],
+        started=[_when(s) for s in runs["started_at"].fillna(runs["created_at"])],
+        finished=[_when(f) for f in runs["finished_at"]],
+        duration=[_duration(s) or None for s in runs["seconds"]],
     )
     st.dataframe(
         table[
-            ["run_id", "dataset", "model", "status", "progress", "tokens_per_s", "duration"]
-            + ["device", "dtype", "error"]
+            ["run_id", "dataset", "model", "status", "progress", "started", "finished"]
+            + ["duration", "tokens_per_s", "device", "dtype", "error"]
         ],
         hide_index=True,
         width="stretch",
+        placeholder="—",
         column_config={"tokens_per_s": st.column_config.NumberColumn("tokens/s", format="%.0f")},
     )
-    resumable = runs[runs["status"].isin(["stopped", "cancelled", "failed"])]
-    if not resumable.empty:
-        st.caption(
-            "Stopped, cancelled or failed runs resume where they stopped when the same "
-            "configuration is started again."
+    resume_buttons(runs)
+
+
+def finished_notice(runs: pd.DataFrame, active: pd.DataFrame) -> None:
+    """The latest run this session watched (started here, or seen running) that is done, with a
+    link to look at it."""
+    watched = st.session_state.setdefault("score_watched_runs", [])
+    watched.extend(r for r in active["run_id"] if r not in watched)
+    for job_id in st.session_state.get("score_jobs", []):
+        run_id = run_of_job(store, job_id)
+        if run_id and run_id not in watched:
+            watched.append(run_id)
+    done = runs[runs["run_id"].isin(watched) & (runs["status"] == "done")]
+    if done.empty:
+        return
+    run = done.iloc[0]  # newest first
+    took = "" if pd.isna(run.seconds) else f" in {_duration(max(run.seconds, 1))}"
+    st.success(
+        f"Run `{run.run_id}` finished at {_when(run.finished_at) or 'just now'}: "
+        f"{fmt_int(run.n_done or 0)} samples scored{took}.",
+        icon=":material/check_circle:",
+    )
+    st.session_state["current_run"] = run.run_id  # the next page opens on it
+    page_link("pages/3_Explore.py", label="Explore its scores", icon=":material/search:")
+
+
+def resume_buttons(runs: pd.DataFrame) -> None:
+    """A Resume button for each run that stopped before it was done."""
+    stopped = runs[runs["status"].isin(["stopped", "cancelled", "failed"])].head(5)
+    for run in stopped.itertuples():
+        cols = st.columns([5, 1])
+        why = f": {run.error}" if isinstance(run.error, str) and run.error else ""
+        cols[0].caption(
+            f"`{run.run_id}` {run.status} at {fmt_int(run.n_done or 0)} / "
+            f"{fmt_int(run.n_total or 0)} samples{why}"
         )
+        if cols[1].button("Resume", key=f"resume_{run.run_id}", help="goes on from its last batch"):
+            try:
+                job_id = resume_score_job(store, run.run_id)
+            except InputError as exc:
+                show_error(exc)
+            else:
+                st.session_state.setdefault("score_jobs", []).append(job_id)
+                st.toast(f"Resuming {run.run_id}")
 
 
 def probe_form(dataset: str) -> None:
@@ -186,7 +255,7 @@ def probe_form(dataset: str) -> None:
             )
             probe_id = start_probe_job(store, dataset, out_dir, opts)
         except InputError as exc:
-            st.error(str(exc))
+            show_error(exc)
         else:
             st.session_state["current_probe"] = probe_id
             st.success(f"Started probe training `{probe_id}` in the background.")

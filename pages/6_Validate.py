@@ -110,14 +110,20 @@ def chart(summary: pd.DataFrame, metric: str) -> go.Figure:
             line_color=ARM_COLORS["full"],
             annotation_text="all training data",
         )
-    for arm in ("pruned", "random"):
+    ratios = sorted({float(r) for r in summary.loc[summary["arm"] != "full", "ratio"].dropna()})
+    # From 0 (nothing pruned) to a little past the largest ratio, the arms drawn a little apart
+    # so that one ratio's error bars do not hide each other; the ticks mark the ratios themselves.
+    right = max(ratios, default=0.5) * 1.25 + 0.02
+    for arm, nudge in (("pruned", -0.01), ("random", 0.01)):
         part = summary[summary["arm"] == arm]
         if part.empty:
             continue
         fig.add_trace(
             go.Scatter(
-                x=part["ratio"],
+                x=part["ratio"].astype(float) + nudge * right,
                 y=part[mean],
+                customdata=part["ratio"],
+                hovertemplate="%{customdata:.1%} pruned: %{y:.4f}<extra>" + arm + "</extra>",
                 error_y={"type": "data", "array": part[std], "visible": True},
                 mode="lines+markers",
                 name=f"{arm} subset",
@@ -128,10 +134,10 @@ def chart(summary: pd.DataFrame, metric: str) -> go.Figure:
     fig.update_layout(
         xaxis_title="share of samples pruned",
         yaxis_title=f"held-out {unit} (lower is better)",
-        xaxis_tickformat=".0%",
         legend_title_text="",
         margin={"t": 30},
     )
+    fig.update_xaxes(range=[0, right], tickvals=[0, *ratios], tickformat=".0%")
     return fig
 
 
@@ -194,6 +200,7 @@ def live(run_id: str) -> None:
             summary,
             hide_index=True,
             width="stretch",
+            placeholder="—",
             column_config={
                 "ratio": st.column_config.NumberColumn("ratio", format="%.2f"),
                 "bpt_mean": st.column_config.NumberColumn("bits/token", format="%.4f"),
@@ -216,12 +223,13 @@ def live(run_id: str) -> None:
                 f"{settings['tokenizer']}; {settings['budget']}; model {settings['size']}."
             )
         with st.expander("Every arm"):
-            st.dataframe(results, hide_index=True, width="stretch")
+            st.dataframe(results, hide_index=True, width="stretch", placeholder="—")
     st.subheader("Validations of this run")
     st.dataframe(
         vals[["validation_id", "score", "rule", "ratios", "status", "n_done", "n_total", "error"]],
         hide_index=True,
         width="stretch",
+        placeholder="—",
     )
 
 

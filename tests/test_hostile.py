@@ -574,7 +574,7 @@ def test_prune_page_cannot_write_over_the_store_or_create_folders(page_store, tm
         (store.path, "store"),
         (tmp_path / "new" / "deep" / "kept.parquet", "does not exist"),
     ):
-        at.text_input(key="export_out_parquet").set_value(str(out))
+        at.text_input(key="export_out").set_value(str(out))
         at.button(key="export_button").click().run()
         assert not at.exception
         assert [e.value for e in at.error if needle in e.value], [e.value for e in at.error]
@@ -586,7 +586,7 @@ def test_prune_page_speaks_of_the_checkbox_not_the_flag(page_store, tmp_path):
     out = tmp_path / "kept.parquet"
     out.write_text("an earlier file")
     at = open_page("4_Prune_and_Export.py")
-    at.text_input(key="export_out_parquet").set_value(str(out))
+    at.text_input(key="export_out").set_value(str(out))
     at.button(key="export_button").click().run()
     errors = [e.value for e in at.error]
     assert errors and "Replace it if it exists" in errors[0] and "--overwrite" not in errors[0]

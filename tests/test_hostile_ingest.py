@@ -232,20 +232,20 @@ def test_the_ingest_form_names_its_own_field(kept, tmp_path, monkeypatch):
     monkeypatch.setenv("INFOPRUNE_DB", str(kept.path))
     path = tmp_path / "d.csv"
     path.write_text(f"text\na\n{'y' * 3_000_000}\n")
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
+    at = AppTest.from_file(str(ROOT / "pages" / "1_Data.py"), default_timeout=120).run()
 
     def field(elements, starts: str):
         return next(e for e in elements if e.label.startswith(starts))
 
-    field(at.text_input, "Name").set_value("big")
-    field(at.text_input, "Path, glob or hub id").set_value(str(path))
-    field(at.button, "Ingest").click().run()
-
+    # The preview reads the long row already, and says which field to raise.
+    field(at.text_input, "Path, glob or hub id").set_value(str(path)).run()
     assert [e.value for e in at.error] == [
         f"{path}: a CSV row is larger than DuckDB's max_line_size (2,000,000 bytes) — "
-        "set “Max CSV/TSV row size in bytes” to 4194304 or more"
+        "set “Max CSV/TSV row size in bytes” (under Options) to 4194304 or more"
     ]
-    field(at.number_input, "Max CSV/TSV row size in bytes").set_value(4194304)
+    field(at.number_input, "Max CSV/TSV row size in bytes").set_value(4194304).run()
+    assert not at.error, [e.value for e in at.error]
+    field(at.text_input, "Name").set_value("big")
     field(at.button, "Ingest").click().run()
     assert not at.error, [e.value for e in at.error]
     assert get_dataset(kept, "big").n_samples == 2

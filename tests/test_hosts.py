@@ -373,7 +373,7 @@ def expect_home(page, shot: str | None = None) -> None:
     expect(page.get_by_text("Datasets in this workspace")).to_be_visible()
     expect(page.locator("[data-testid=stAlert]", has_text="does not answer")).to_have_count(0)
     if shot:
-        expect(page.get_by_role("textbox", name="Name")).to_be_visible()
+        expect(page.get_by_role("link", name="Add a dataset")).to_be_visible()
         page.wait_for_load_state("networkidle")
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=ARTIFACTS / shot)

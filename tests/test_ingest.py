@@ -19,9 +19,9 @@ import pytest
 
 import core.sources
 from core.cli import main as cli_main
-from core.datasets import get_dataset
+from core.datasets import get_dataset, list_datasets
 from core.errors import InputError
-from core.ingest import ingest_dataset
+from core.ingest import default_dataset_name, ingest_dataset, preview_source
 from core.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -678,7 +678,10 @@ def test_cli_reports_one_line_on_success(store, tmp_path, capsys):
     rc, out, _ = run_cli(capsys, "ingest", path, "--name", "d", "--db", store.path)
 
     assert rc == 0
-    assert out.startswith("ingested 'd': 2 samples stored, 1 skipped (null/empty/whitespace), 0 ")
+    assert out.startswith(
+        "ingested 'd': 2 samples stored from text column 'text', 1 skipped "
+        "(null/empty/whitespace), 0 "
+    )
     assert len(out.splitlines()) == 1
 
 
@@ -749,3 +752,42 @@ def test_ingest_waits_while_another_process_holds_the_store(store, tmp_path, kep
     assert waited > 0.5
     assert report.n_samples == len(ROWS)
     assert state(store)["keep"] == kept["keep"]
+
+
+def test_preview_reads_the_first_rows_and_detects_the_columns(store, tmp_path):
+    rows = [{"doc_id": f"d{i}", "lang": "en", "Content": f"text {i}"} for i in range(12)]
+    path = write_jsonl(tmp_path / "p.jsonl", rows)
+    preview = preview_source(store, str(path))
+    assert preview.columns == ["doc_id", "lang", "Content"]
+    assert preview.rows.to_pylist() == rows[:5]
+    assert (preview.text_column, preview.id_column) == ("Content", "doc_id")
+    assert not list_datasets(store)["name"].tolist()  # a preview stores nothing
+
+    bare = preview_source(store, str(write_jsonl(tmp_path / "q.jsonl", [{"words": "w"}])))
+    assert (bare.text_column, bare.id_column) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("source", "name"),
+    [
+        ("/data/web crawl.jsonl.gz", "web-crawl"),
+        ("/data/shard-*.parquet", "shard"),
+        ("./txt_folder/", "txt_folder"),
+        ("user/my-dataset", "my-dataset"),
+        ("???.csv", "dataset"),
+    ],
+)
+def test_default_dataset_name_comes_from_the_file_name(source, name):
+    assert default_dataset_name(source) == name
+
+
+def test_an_uploaded_copy_is_recorded_and_named_by_its_file_name(store, tmp_path):
+    copy = tmp_path / ".infoprune-tmp-upload.jsonl"
+    copy.write_text('{"text": "fine"}\n{broken\n')
+    with pytest.raises(InputError) as err:
+        ingest_dataset(store, str(copy), "up", source_name="corpus.jsonl")
+    assert "corpus.jsonl" in str(err.value) and "infoprune-tmp" not in str(err.value)
+
+    write_jsonl(copy, [{"text": "fine"}])
+    ingest_dataset(store, str(copy), "up", source_name="corpus.jsonl")
+    assert get_dataset(store, "up").source == "corpus.jsonl"

@@ -35,6 +35,7 @@ def by_label(elements, label: str):
 def pick_model(at: AppTest, starting: str) -> None:
     choice = at.selectbox(key="score_model_choice")
     choice.select_index(next(i for i, o in enumerate(choice.options) if o.startswith(starting)))
+    at.run()
 
 
 def wait_for(condition, timeout: float = 120, every: float = 0.3):
@@ -48,34 +49,83 @@ def wait_for(condition, timeout: float = 120, every: float = 0.3):
 
 
 @pytest.mark.slow
-def test_first_start_ingests_the_sample_corpus(ui_store):
+def test_first_start_ingests_the_sample_corpus_and_says_so_once(ui_store):
     at = run_app()
     info = get_dataset(ui_store, "sample")
     assert info.n_samples == pq.read_metadata(SAMPLE_CORPUS).num_rows
     assert info.id_column == "id"
     shown = at.dataframe[0].value
     assert list(shown["name"]) == ["sample"] and int(shown["samples"].iloc[0]) == info.n_samples
+    assert len(at.toast) == 1 and at.toast[0].value.startswith(
+        f"ingested 'sample': {info.n_samples} samples stored from text column 'text', "
+    )
+    # Another page load, another tab: the news is not news any more.
+    assert not run_app().toast and not at.run().toast
 
 
-def test_ingest_form_adds_a_dataset_and_reports_bad_input(ui_store, tmp_path):
-    # A non-empty store, so the first-start ingest stays out of the way.
+def test_data_page_previews_a_file_then_ingests_it(ui_store, tmp_path):
     ingest_rows(ui_store, tmp_path, [{"text": "already here"}], name="old")
-    rows = [{"id": f"d{i}", "text": f"document number {i}"} for i in range(7)]
-    path = write_jsonl(tmp_path / "new.jsonl", rows)
-    at = run_app()
-    by_label(at.text_input, "Name").set_value("fresh")
-    by_label(at.text_input, "Path, glob or hub id").set_value(str(path))
-    by_label(at.text_input, "Id column (row position if empty)").set_value("id")
+    rows = [{"doc_id": f"d{i}", "body": f"document number {i}", "n": i} for i in range(7)]
+    path = write_jsonl(tmp_path / "web-crawl.jsonl", rows)
+    at = run_app("pages/1_Data.py")
+    by_label(at.text_input, "Path, glob or hub id").set_value(str(path)).run()
+    preview = at.dataframe[0].value
+    assert list(preview.columns) == ["doc_id", "body", "n"] and len(preview) == 5
+    assert by_label(at.selectbox, "Text column").value == "body"
+    assert by_label(at.selectbox, "Id column").value == "doc_id"
+    assert by_label(at.text_input, "Name").value == "web-crawl"
     by_label(at.button, "Ingest").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
-    assert get_dataset(ui_store, "fresh").n_samples == 7
-    assert "7" in at.success[0].value
+    assert at.success[0].value.startswith("ingested 'web-crawl': 7 samples stored from text ")
+    assert "text column 'body'" in at.success[0].value
+    # The page shows the new dataset at once, and the form is empty again.
+    assert by_label(at.selectbox, "Dataset").value == "web-crawl"
+    assert by_label(at.text_input, "Path, glob or hub id").value == ""
+    info = get_dataset(ui_store, "web-crawl")
+    assert (info.n_samples, info.id_column, info.source) == (7, "doc_id", str(path))
 
-    by_label(at.text_input, "Name").set_value("broken")
-    by_label(at.text_input, "Path, glob or hub id").set_value(str(tmp_path / "missing.jsonl"))
-    by_label(at.button, "Ingest").click().run()
+
+def test_data_page_errors_speak_the_forms_words(ui_store, tmp_path):
+    ingest_rows(ui_store, tmp_path, [{"text": "already here"}], name="old")
+    at = run_app("pages/1_Data.py")
+    source = by_label(at.text_input, "Path, glob or hub id")
+    source.set_value(str(tmp_path / "missing.jsonl")).run()
     assert len(at.error) == 1 and "no such file" in at.error[0].value
-    assert sorted(list_datasets(ui_store)["name"]) == ["fresh", "old"]
+
+    # No column is named like text: the form asks for it instead of naming a flag.
+    path = write_jsonl(tmp_path / "odd.jsonl", [{"words": f"w {i}"} for i in range(3)])
+    by_label(at.text_input, "Path, glob or hub id").set_value(str(path)).run()
+    assert by_label(at.selectbox, "Text column").value is None
+    by_label(at.button, "Ingest").click().run()
+    assert "choose the text column below" in at.error[0].value
+    assert "--" not in at.error[0].value
+
+    by_label(at.text_input, "Name").set_value("old")
+    by_label(at.selectbox, "Text column").set_value("words").run()
+    by_label(at.button, "Ingest").click().run()
+    assert "tick “Replace a dataset of the same name”" in at.error[0].value
+    assert "--replace" not in at.error[0].value
+    assert sorted(list_datasets(ui_store)["name"]) == ["old"]
+
+
+def test_an_upload_is_recorded_and_named_by_its_file_name(ui_store, tmp_path):
+    ingest_rows(ui_store, tmp_path, [{"text": "already here"}], name="old")
+    at = run_app("pages/1_Data.py")
+    at.file_uploader[0].set_value(("bad corpus.jsonl", b'{"text": "fine"}\n{broken\n', "x")).run()
+    assert "bad corpus.jsonl" in at.error[0].value
+    assert "upload" not in at.error[0].value and ".infoprune-tmp" not in at.error[0].value
+
+    data = "".join(f'{{"id": "u{i}", "text": "uploaded text {i}"}}\n' for i in range(4))
+    at.file_uploader[0].set_value(("my corpus.jsonl", data.encode(), "x")).run()
+    assert not at.error, [e.value for e in at.error]
+    assert by_label(at.text_input, "Name").value == "my-corpus"
+    by_label(at.button, "Ingest").click().run()
+    assert not at.error, [e.value for e in at.error]
+    info = get_dataset(ui_store, "my-corpus")
+    assert (info.n_samples, info.source) == (4, "my corpus.jsonl")
+    assert "Source `my corpus.jsonl`" in " ".join(c.value for c in at.caption)
+    leftovers = [p for p in ui_store.path.parent.rglob("*") if "upload" in p.name]
+    assert not leftovers
 
 
 def test_score_page_starts_a_background_run_and_lists_it(ui_store, tmp_path):
@@ -99,9 +149,7 @@ def test_score_page_shows_progress_and_cancels(ui_store, tmp_path, tiny_model_di
     ingest_rows(ui_store, tmp_path, rows, id_column="id")
     at = run_app("pages/2_Score.py")
     pick_model(at, "Another")
-    by_label(at.text_input, "Model directory or hub id (when 'Another…' is chosen)").set_value(
-        str(tiny_model_dir)
-    )
+    by_label(at.text_input, "Model directory or hub id").set_value(str(tiny_model_dir))
     # Small batches and float32 keep the run long enough to be caught while it runs.
     by_label(at.number_input, "Max batch tokens").set_value(256)
     by_label(at.selectbox, "Precision").select("float32")
