@@ -70,6 +70,237 @@ st.caption(
     "before you export. Samples are ranked by (score, sample id); a ratio r of N scored samples "
     "prunes floor(r·N + 0.5) of them. Samples without a score are always kept."
 )
+
+
+@st.fragment
+def cut_and_export() -> None:
+    """Everything a ratio or threshold changes: moving them reruns this part of the page only."""
+    try:
+        low = high = None
+        if by == "ratio":
+            if kind in ("prune-low", "keep-middle"):
+                low = percent_slider("Prune the lowest", "ratio_low", 10.0)
+            if kind in ("prune-high", "keep-middle"):
+                high = percent_slider("Prune the highest", "ratio_high", 10.0)
+        else:
+            lo_edge, hi_edge = score_range(db, run_id, score)
+            t1, t2 = st.columns(2)
+            if kind in ("prune-low", "keep-middle"):
+                low = t1.number_input(
+                    "Prune scores below",
+                    value=lo_edge + 0.1 * (hi_edge - lo_edge),
+                    format="%.4f",
+                    key=f"threshold_low_{score}",
+                )
+            if kind in ("prune-high", "keep-middle"):
+                high = t2.number_input(
+                    "Prune scores above",
+                    value=hi_edge - 0.1 * (hi_edge - lo_edge),
+                    format="%.4f",
+                    key=f"threshold_high_{score}",
+                )
+        rule = Rule(kind, low, high, by)
+        preview = prune_preview(
+            store, run_id, score, rule, seed=st.session_state.get("prune_seed", 0)
+        )
+        sel = preview.selection
+        hist = preview.histogram
+
+        m = st.columns(6)
+        # The total goes in the label: "6,737 / 8,421" does not fit a sixth of the page.
+        m[0].metric(f"Kept samples (of {fmt_int(sel.n_total)})", fmt_int(sel.n_kept))
+        m[1].metric("Pruned samples", fmt_int(sel.n_pruned))
+        m[2].metric("Kept share of samples", pct(sel.kept_share))
+        m[3].metric(
+            "Kept share of tokens",
+            pct(sel.kept_tokens_share),
+            help=None if sel.has_tokens else "This run has no token counts (no model).",
+        )
+        m[4].metric("Kept share of bytes", pct(sel.kept_bytes_share))
+        m[5].metric(
+            "Unscored (kept)",
+            fmt_int(sel.n_unscored),
+            help="Samples without a value for this score are never pruned; they are exported "
+            "with the kept part.",
+        )
+        cut_text = []
+        for tail, cut in sel.cuts.items():
+            side = "lowest" if tail == "low" else "highest"
+            if cut.k == 0:
+                cut_text.append(f"nothing pruned from the {side} end")
+            else:
+                kept = "—" if cut.first_kept is None else f"{cut.first_kept:.4f}"
+                cut_text.append(
+                    f"{side} {fmt_int(cut.k)} pruned: last pruned score {cut.last_pruned:.4f}, "
+                    f"first kept {kept}"
+                )
+        st.caption(f"{RULE_LABELS[kind].split(' (')[0]} by {score}: " + "; ".join(cut_text) + ".")
+
+        fig = histogram_figure(hist, f"{score}: pruned parts shaded", height=300)
+        if hist.edges:
+            for tail, cut in sel.cuts.items():
+                if cut.k == 0 or cut.line is None:
+                    continue
+                x0, x1 = (hist.edges[0], cut.line) if tail == "low" else (cut.line, hist.edges[-1])
+                fig.add_vrect(x0=x0, x1=x1, fillcolor="crimson", opacity=0.15, line_width=0)
+                fig.add_vline(x=cut.line, line_color="crimson", line_dash="dash")
+        st.plotly_chart(fig, key="prune_hist")
+
+        group_curve = None
+        borderline, random_pruned = preview.borderline, preview.random_pruned
+        if group_by is not None:
+            groups = load_groups(store, run["dataset"], group_by)
+            table = group_table(preview.ranking, sel, groups)
+            group_curve = group_kept_curve(preview.ranking, rule, groups)
+            borderline = with_groups(borderline, preview.ranking, groups)
+            random_pruned = with_groups(random_pruned, preview.ranking, groups)
+            noun = f"{group_by.column} domain" if group_by.domain else group_by.column
+            st.subheader(f"What each {noun} loses")
+            st.caption(
+                "The cut group by group: what each group holds and the share of it this rule "
+                "prunes, the groups losing the largest share of their samples first. Unscored "
+                "samples are kept."
+            )
+            st.plotly_chart(group_share_figure(table, group_by.label), key="prune_groups_chart")
+            if not sel.has_tokens:
+                table = table.drop(columns=["tokens", "kept_tokens", "pruned_token_share"])
+            st.dataframe(
+                table,
+                hide_index=True,
+                width="stretch",
+                key="prune_groups_table",
+                column_config={
+                    "group": st.column_config.TextColumn(group_by.label),
+                    "pruned_share": st.column_config.ProgressColumn(
+                        "pruned share of samples", format="percent", min_value=0.0, max_value=1.0
+                    ),
+                    "kept_tokens": st.column_config.NumberColumn("kept tokens"),
+                    "pruned_token_share": st.column_config.NumberColumn(
+                        "pruned share of tokens", format="percent"
+                    ),
+                    "bytes": st.column_config.NumberColumn(format="bytes"),
+                    "kept_bytes": st.column_config.NumberColumn("kept bytes", format="bytes"),
+                    "pruned_byte_share": st.column_config.NumberColumn(
+                        "pruned share of bytes", format="percent"
+                    ),
+                    "unscored": st.column_config.NumberColumn(
+                        "unscored (kept)", help="Samples without a value for this score: kept."
+                    ),
+                },
+            )
+
+        st.subheader("At the cut")
+        st.caption(
+            "The samples just either side of each threshold: is the line in the right place?"
+        )
+        st.dataframe(
+            borderline,
+            hide_index=True,
+            width="stretch",
+            column_config={"score": st.column_config.NumberColumn(score, format="%.4f")},
+        )
+
+        st.subheader("A random handful of what would be pruned")
+        st.number_input("Seed", min_value=0, step=1, key="prune_seed")
+        if random_pruned.empty:
+            st.caption("Nothing is pruned.")
+        else:
+            st.dataframe(
+                random_pruned,
+                hide_index=True,
+                width="stretch",
+                column_config={"score": st.column_config.NumberColumn(score, format="%.4f")},
+            )
+
+        fig = kept_curve_figure(preview.curve, group_curve, sel.has_tokens)
+        st.plotly_chart(fig, key="prune_curve")
+
+        st.subheader("Export")
+        e1, e2, e3 = st.columns([1, 2, 1])
+        fmt = e1.selectbox(
+            "Format",
+            FORMATS,
+            index=1,
+            key="export_format",
+            help="hf = a datasets.save_to_disk folder",
+        )
+        part = e2.radio(
+            "Write", [*PARTS, BOTH], format_func=PART_LABELS.get, horizontal=True, key="export_part"
+        )
+        with_scores = e3.checkbox("Add the score columns", key="export_with_scores")
+        name = default_export_name(run["dataset"], score, rule, part, fmt)
+        default = str(default_export_dir(store) / name)
+        typed_for = follow_default("export_out", default)
+        out = st.text_input(
+            "Write to",
+            key="export_out",
+            help="Named after the dataset, score, rule, ratios and part until you type another "
+            "name. A manifest PATH.manifest.json is written beside it; the CLI rebuilds from it.",
+        )
+        if part == BOTH and out.strip():
+            st.caption(f"The pruned samples go to `{pair_path(out.strip(), 'kept')}`.")
+        if typed_for is not None and typed_for != default:
+            w1, w2 = st.columns([4, 1])
+            w1.warning(
+                "You typed this name for other settings; these would be named "
+                f"`{name}`. Check that it says what the file holds.",
+                icon=":material/warning:",
+            )
+            w2.button(
+                "Use that name",
+                key="export_use_default",
+                on_click=reset_to_default,
+                args=["export_out"],
+            )
+        overwrite = st.checkbox("Replace it if it exists", key="export_overwrite")
+        if st.button("Export", type="primary", key="export_button"):
+            with st.spinner("Exporting…"):
+                result = export_subset(
+                    store,
+                    run_id,
+                    score,
+                    rule,
+                    out.strip(),
+                    fmt=fmt,
+                    part=part,
+                    with_scores=with_scores,
+                    overwrite=overwrite,
+                )
+            written = [result] + ([result.pair] if result.pair else [])
+            st.session_state["last_export"] = ([(r.what(), str(r.path)) for r in written], fmt)
+        if "last_export" in st.session_state:
+            written, last_fmt = st.session_state["last_export"]
+            lines = [
+                f"{'and' if i else 'exported'} {w} to `{p}`" for i, (w, p) in enumerate(written)
+            ]
+            beside = "each with its manifest" if len(written) == 2 else "with its manifest"
+            st.success(
+                "  \n".join(lines) + f",  \n{beside} beside it (`PATH.manifest.json`).",
+                icon=":material/check_circle:",
+            )
+            paths = [path for _, path in written]
+            for i, file in enumerate(map(Path, paths)):
+                if (
+                    last_fmt != "hf"
+                    and file.is_file()
+                    and file.stat().st_size <= DOWNLOAD_MAX_BYTES
+                ):
+                    st.download_button(
+                        f"Download {file.name}",
+                        file.read_bytes(),
+                        file_name=file.name,
+                        key=f"export_download_{i}",
+                    )
+            both_files = "both files" if len(paths) == 2 else "it"
+            st.caption(f"Rebuild {both_files} anywhere from the manifest:")
+            st.code(
+                f"infoprune export --from-manifest {paths[0]}.manifest.json --out PATH",
+                language="bash",
+            )
+    except InputError as exc:
+        show_error(exc)
+
+
 store = get_store()
 db = str(store.path)
 run_id = pick_run(store, key="prune_run")
@@ -111,212 +342,7 @@ try:
         key="prune_by",
         format_func={"ratio": "Share of samples", "threshold": "Score threshold"}.get,
     )
-    low = high = None
-    if by == "ratio":
-        if kind in ("prune-low", "keep-middle"):
-            low = percent_slider("Prune the lowest", "ratio_low", 10.0)
-        if kind in ("prune-high", "keep-middle"):
-            high = percent_slider("Prune the highest", "ratio_high", 10.0)
-    else:
-        lo_edge, hi_edge = score_range(db, run_id, score)
-        t1, t2 = st.columns(2)
-        if kind in ("prune-low", "keep-middle"):
-            low = t1.number_input(
-                "Prune scores below",
-                value=lo_edge + 0.1 * (hi_edge - lo_edge),
-                format="%.4f",
-                key=f"threshold_low_{score}",
-            )
-        if kind in ("prune-high", "keep-middle"):
-            high = t2.number_input(
-                "Prune scores above",
-                value=hi_edge - 0.1 * (hi_edge - lo_edge),
-                format="%.4f",
-                key=f"threshold_high_{score}",
-            )
-    rule = Rule(kind, low, high, by)
-    preview = prune_preview(store, run_id, score, rule, seed=st.session_state.get("prune_seed", 0))
-    sel = preview.selection
-    hist = preview.histogram
+    cut_and_export()
 
-    m = st.columns(6)
-    # The total goes in the label: "6,737 / 8,421" does not fit a sixth of the page.
-    m[0].metric(f"Kept samples (of {fmt_int(sel.n_total)})", fmt_int(sel.n_kept))
-    m[1].metric("Pruned samples", fmt_int(sel.n_pruned))
-    m[2].metric("Kept share of samples", pct(sel.kept_share))
-    m[3].metric(
-        "Kept share of tokens",
-        pct(sel.kept_tokens_share),
-        help=None if sel.has_tokens else "This run has no token counts (no model).",
-    )
-    m[4].metric("Kept share of bytes", pct(sel.kept_bytes_share))
-    m[5].metric(
-        "Unscored (kept)",
-        fmt_int(sel.n_unscored),
-        help="Samples without a value for this score are never pruned; they are exported "
-        "with the kept part.",
-    )
-    cut_text = []
-    for tail, cut in sel.cuts.items():
-        side = "lowest" if tail == "low" else "highest"
-        if cut.k == 0:
-            cut_text.append(f"nothing pruned from the {side} end")
-        else:
-            kept = "—" if cut.first_kept is None else f"{cut.first_kept:.4f}"
-            cut_text.append(
-                f"{side} {fmt_int(cut.k)} pruned: last pruned score {cut.last_pruned:.4f}, "
-                f"first kept {kept}"
-            )
-    st.caption(f"{RULE_LABELS[kind].split(' (')[0]} by {score}: " + "; ".join(cut_text) + ".")
-
-    fig = histogram_figure(hist, f"{score}: pruned parts shaded", height=300)
-    if hist.edges:
-        for tail, cut in sel.cuts.items():
-            if cut.k == 0 or cut.line is None:
-                continue
-            x0, x1 = (hist.edges[0], cut.line) if tail == "low" else (cut.line, hist.edges[-1])
-            fig.add_vrect(x0=x0, x1=x1, fillcolor="crimson", opacity=0.15, line_width=0)
-            fig.add_vline(x=cut.line, line_color="crimson", line_dash="dash")
-    st.plotly_chart(fig, key="prune_hist")
-
-    group_curve = None
-    borderline, random_pruned = preview.borderline, preview.random_pruned
-    if group_by is not None:
-        groups = load_groups(store, run["dataset"], group_by)
-        table = group_table(preview.ranking, sel, groups)
-        group_curve = group_kept_curve(preview.ranking, rule, groups)
-        borderline = with_groups(borderline, preview.ranking, groups)
-        random_pruned = with_groups(random_pruned, preview.ranking, groups)
-        noun = f"{group_by.column} domain" if group_by.domain else group_by.column
-        st.subheader(f"What each {noun} loses")
-        st.caption(
-            "The cut group by group: what each group holds and the share of it this rule prunes, "
-            "the groups losing the largest share of their samples first. Unscored samples are "
-            "kept."
-        )
-        st.plotly_chart(group_share_figure(table, group_by.label), key="prune_groups_chart")
-        if not sel.has_tokens:
-            table = table.drop(columns=["tokens", "kept_tokens", "pruned_token_share"])
-        st.dataframe(
-            table,
-            hide_index=True,
-            width="stretch",
-            key="prune_groups_table",
-            column_config={
-                "group": st.column_config.TextColumn(group_by.label),
-                "pruned_share": st.column_config.ProgressColumn(
-                    "pruned share of samples", format="percent", min_value=0.0, max_value=1.0
-                ),
-                "kept_tokens": st.column_config.NumberColumn("kept tokens"),
-                "pruned_token_share": st.column_config.NumberColumn(
-                    "pruned share of tokens", format="percent"
-                ),
-                "bytes": st.column_config.NumberColumn(format="bytes"),
-                "kept_bytes": st.column_config.NumberColumn("kept bytes", format="bytes"),
-                "pruned_byte_share": st.column_config.NumberColumn(
-                    "pruned share of bytes", format="percent"
-                ),
-                "unscored": st.column_config.NumberColumn(
-                    "unscored (kept)", help="Samples without a value for this score: kept."
-                ),
-            },
-        )
-
-    st.subheader("At the cut")
-    st.caption("The samples just either side of each threshold: is the line in the right place?")
-    st.dataframe(
-        borderline,
-        hide_index=True,
-        width="stretch",
-        column_config={"score": st.column_config.NumberColumn(score, format="%.4f")},
-    )
-
-    st.subheader("A random handful of what would be pruned")
-    st.number_input("Seed", min_value=0, step=1, key="prune_seed")
-    if random_pruned.empty:
-        st.caption("Nothing is pruned.")
-    else:
-        st.dataframe(
-            random_pruned,
-            hide_index=True,
-            width="stretch",
-            column_config={"score": st.column_config.NumberColumn(score, format="%.4f")},
-        )
-
-    fig = kept_curve_figure(preview.curve, group_curve, sel.has_tokens)
-    st.plotly_chart(fig, key="prune_curve")
-
-    st.subheader("Export")
-    e1, e2, e3 = st.columns([1, 2, 1])
-    fmt = e1.selectbox(
-        "Format", FORMATS, index=1, key="export_format", help="hf = a datasets.save_to_disk folder"
-    )
-    part = e2.radio(
-        "Write", [*PARTS, BOTH], format_func=PART_LABELS.get, horizontal=True, key="export_part"
-    )
-    with_scores = e3.checkbox("Add the score columns", key="export_with_scores")
-    name = default_export_name(run["dataset"], score, rule, part, fmt)
-    default = str(default_export_dir(store) / name)
-    typed_for = follow_default("export_out", default)
-    out = st.text_input(
-        "Write to",
-        key="export_out",
-        help="Named after the dataset, score, rule, ratios and part until you type another name. "
-        "A manifest PATH.manifest.json is written beside it; the CLI can rebuild from it.",
-    )
-    if part == BOTH and out.strip():
-        st.caption(f"The pruned samples go to `{pair_path(out.strip(), 'kept')}`.")
-    if typed_for is not None and typed_for != default:
-        w1, w2 = st.columns([4, 1])
-        w1.warning(
-            "You typed this name for other settings; these would be named "
-            f"`{name}`. Check that it says what the file holds.",
-            icon=":material/warning:",
-        )
-        w2.button(
-            "Use that name",
-            key="export_use_default",
-            on_click=reset_to_default,
-            args=["export_out"],
-        )
-    overwrite = st.checkbox("Replace it if it exists", key="export_overwrite")
-    if st.button("Export", type="primary", key="export_button"):
-        with st.spinner("Exporting…"):
-            result = export_subset(
-                store,
-                run_id,
-                score,
-                rule,
-                out.strip(),
-                fmt=fmt,
-                part=part,
-                with_scores=with_scores,
-                overwrite=overwrite,
-            )
-        written = [result] + ([result.pair] if result.pair else [])
-        st.session_state["last_export"] = ([(r.what(), str(r.path)) for r in written], fmt)
-    if "last_export" in st.session_state:
-        written, last_fmt = st.session_state["last_export"]
-        lines = [f"{'and' if i else 'exported'} {w} to `{p}`" for i, (w, p) in enumerate(written)]
-        beside = "each with its manifest" if len(written) == 2 else "with its manifest"
-        st.success(
-            "  \n".join(lines) + f",  \n{beside} beside it (`PATH.manifest.json`).",
-            icon=":material/check_circle:",
-        )
-        paths = [path for _, path in written]
-        for i, file in enumerate(map(Path, paths)):
-            if last_fmt != "hf" and file.is_file() and file.stat().st_size <= DOWNLOAD_MAX_BYTES:
-                st.download_button(
-                    f"Download {file.name}",
-                    file.read_bytes(),
-                    file_name=file.name,
-                    key=f"export_download_{i}",
-                )
-        both_files = "both files" if len(paths) == 2 else "it"
-        st.caption(f"Rebuild {both_files} anywhere from the manifest:")
-        st.code(
-            f"infoprune export --from-manifest {paths[0]}.manifest.json --out PATH",
-            language="bash",
-        )
 except InputError as exc:
     show_error(exc)
