@@ -63,7 +63,7 @@ def require_access() -> None:
     if not st.session_state.get(NAVIGATION_KEY):
         # A page URL opened first on a fresh server runs that page without app.py: no navigation,
         # Streamlit's own list of files in the sidebar. Go through app.py, which comes back here.
-        caller = Path(inspect.stack()[1].filename).resolve()
+        caller = Path(inspect.currentframe().f_back.f_code.co_filename).resolve()
         if caller.parent.name == "pages":
             st.session_state[WANTED_PAGE_KEY] = str(caller.relative_to(APP_ROOT))
             st.switch_page("app.py")
