@@ -197,6 +197,7 @@ def cut_and_export() -> None:
             borderline,
             hide_index=True,
             width="stretch",
+            placeholder="—",
             column_config={"score": st.column_config.NumberColumn(score, format="%.4f")},
         )
 
@@ -209,6 +210,7 @@ def cut_and_export() -> None:
                 random_pruned,
                 hide_index=True,
                 width="stretch",
+                placeholder="—",
                 column_config={"score": st.column_config.NumberColumn(score, format="%.4f")},
             )
 
@@ -265,6 +267,7 @@ def cut_and_export() -> None:
                     part=part,
                     with_scores=with_scores,
                     overwrite=overwrite,
+                    group_by=group_by,  # the manifest records what each group kept
                 )
             written = [result] + ([result.pair] if result.pair else [])
             st.session_state["last_export"] = ([(r.what(), str(r.path)) for r in written], fmt)

@@ -132,3 +132,22 @@ def test_a_dataset_without_metadata_says_so(tmp_path, monkeypatch):
     captions = [c.value for c in at.caption]
     assert "Group by: this dataset has no metadata column to group by." in captions
     assert not [s for s in at.selectbox if s.label == "Group by"]
+
+
+def test_an_export_from_the_grouped_page_records_each_groups_counts(grouped_page, tmp_path):
+    import json
+
+    at = grouped_page
+    at.selectbox(key="prune_group_by").set_value("source").run()
+    at.slider(key="ratio_low").set_value(40.0).run()
+    out = tmp_path / "kept.parquet"
+    at.text_input(key="export_out").set_value(str(out)).run()
+    at.button(key="export_button").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    groups = json.loads((tmp_path / "kept.parquet.manifest.json").read_text())["selection"]
+    groups = groups["groups"]
+    assert groups["by"] == "source"
+    expected = expected_table(0.4)
+    assert {r["group"]: r["pruned"] for r in groups["rows"]} == {
+        g: v["pruned"] for g, v in expected.items()
+    }
