@@ -11,8 +11,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, write_jsonl
 
+ARTIFACTS = ROOT / "test-artifacts"  # screenshots of the browser tests (gitignored)
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless",
@@ -24,6 +25,17 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+
+
+def skip_without_chromium() -> None:
+    """Skip the calling test module where Debian's Chromium is missing (never in CI: it fails)."""
+    import pytest
+
+    if not Path(CHROMIUM).exists() and not os.environ.get("CI"):
+        pytest.skip(
+            f"{CHROMIUM} is not installed (`make browser` installs Debian's chromium)",
+            allow_module_level=True,
+        )
 
 
 def free_port() -> int:
@@ -79,3 +91,20 @@ def running_app(
             server.wait()
         if log:
             out.close()
+
+
+@contextmanager
+def scored_app(tmp_path: Path, rows: list[dict], options) -> Iterator[tuple[str, object]]:
+    """The app serving a store that holds ROWS as dataset 'docs' (ids from `id`), scored with
+    OPTIONS (a ScoreOptions): yields (the app's URL, the store)."""
+    from core.ingest import ingest_dataset
+    from core.scoring import score_dataset
+    from core.store import Store
+
+    store = Store(tmp_path / "ws.duckdb", lock_timeout=30)
+    ingest_dataset(store, str(write_jsonl(tmp_path / "docs.jsonl", rows)), "docs", id_column="id")
+    score_dataset(store, "docs", options)
+    port = free_port()
+    env = {"INFOPRUNE_DB": str(store.path)}
+    with running_app(streamlit_command(port), port, env=env, log=tmp_path / "log"):
+        yield f"http://127.0.0.1:{port}", store

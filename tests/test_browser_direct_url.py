@@ -7,9 +7,6 @@ the default store and the sidebar listed the files of pages/ ("app", "Prune and 
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 
 from core.ingest import ingest_dataset
@@ -21,13 +18,13 @@ from tests.helpers_browser import (
     CHROMIUM_ARGS,
     free_port,
     running_app,
+    skip_without_chromium,
     streamlit_command,
 )
 
 pytestmark = pytest.mark.slow
 
-if not Path(CHROMIUM).exists() and not os.environ.get("CI"):
-    pytest.skip(f"{CHROMIUM} is not installed", allow_module_level=True)
+skip_without_chromium()
 
 
 def test_a_page_url_opened_first_uses_the_db_argument_and_the_app_navigation(tmp_path):

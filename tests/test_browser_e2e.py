@@ -7,52 +7,38 @@ small run scored with a tiny model. Screenshots go to test-artifacts/ (gitignore
 from __future__ import annotations
 
 import math
-import os
 import re
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
-from core.ingest import ingest_dataset
-from core.scoring import ScoreOptions, score_dataset
-from core.store import Store
-from tests.conftest import ROOT, corpus_texts, write_jsonl
+from core.scoring import ScoreOptions
+from tests.conftest import corpus_texts
 from tests.helpers_browser import (
+    ARTIFACTS,
     CHROMIUM,
     CHROMIUM_ARGS,
-    free_port,
-    running_app,
-    streamlit_command,
+    scored_app,
+    skip_without_chromium,
 )
 
-ARTIFACTS = ROOT / "test-artifacts"
 N_DOCS = 40
 PAGES = ["Data", "Score", "Explore", "Prune & Export", "Compare measures", "Validate"]
 
 pytestmark = pytest.mark.slow
 
-if not Path(CHROMIUM).exists() and not os.environ.get("CI"):
-    pytest.skip(
-        f"{CHROMIUM} is not installed (`make browser` installs Debian's chromium)",
-        allow_module_level=True,
-    )
+skip_without_chromium()
 
 
 @pytest.fixture
 def app_url(tmp_path, tiny_model_dir):
-    store = Store(tmp_path / "ws.duckdb", lock_timeout=30)
     rows = [
         {"id": r["id"], "text": r["text"][:800], "source": r["source"]}
         for r in corpus_texts(N_DOCS)
     ]
-    ingest_dataset(store, str(write_jsonl(tmp_path / "docs.jsonl", rows)), "docs", id_column="id")
-    score_dataset(store, "docs", ScoreOptions(model=str(tiny_model_dir), dtype="float32"))
-    port = free_port()
-    with running_app(
-        streamlit_command(port), port, env={"INFOPRUNE_DB": str(store.path)}, log=tmp_path / "log"
-    ):
-        yield f"http://127.0.0.1:{port}", tmp_path
+    options = ScoreOptions(model=str(tiny_model_dir), dtype="float32")
+    with scored_app(tmp_path, rows, options) as (url, _store):
+        yield url, tmp_path
 
 
 def metric_value(page, label: str) -> str:

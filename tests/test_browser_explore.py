@@ -6,44 +6,36 @@ Chromium, reads the bar's range from the figure the page drew and the rows from 
 
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
 
 import pytest
 
-from core.ingest import ingest_dataset
-from core.scoring import ScoreOptions, score_dataset
-from core.store import Store
-from tests.conftest import ROOT, corpus_texts, write_jsonl
-from tests.helpers_browser import CHROMIUM, CHROMIUM_ARGS, free_port, running_app, streamlit_command
+from core.scoring import ScoreOptions
+from tests.conftest import corpus_texts
+from tests.helpers_browser import (
+    ARTIFACTS,
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    scored_app,
+    skip_without_chromium,
+)
 
-ARTIFACTS = ROOT / "test-artifacts"
 N_DOCS = 40
 
 pytestmark = pytest.mark.slow
 
-if not Path(CHROMIUM).exists() and not os.environ.get("CI"):
-    pytest.skip(
-        f"{CHROMIUM} is not installed (`make browser` installs Debian's chromium)",
-        allow_module_level=True,
-    )
+skip_without_chromium()
 
 
 @pytest.fixture
 def explore_url(tmp_path, tiny_model_dir):
-    store = Store(tmp_path / "ws.duckdb", lock_timeout=30)
     rows = [
         {"id": r["id"], "text": r["text"][:800], "source": r["source"]}
         for r in corpus_texts(N_DOCS)
     ]
-    ingest_dataset(store, str(write_jsonl(tmp_path / "docs.jsonl", rows)), "docs", id_column="id")
-    score_dataset(store, "docs", ScoreOptions(model=str(tiny_model_dir), dtype="float32"))
-    port = free_port()
-    with running_app(
-        streamlit_command(port), port, env={"INFOPRUNE_DB": str(store.path)}, log=tmp_path / "log"
-    ):
-        yield f"http://127.0.0.1:{port}"
+    options = ScoreOptions(model=str(tiny_model_dir), dtype="float32")
+    with scored_app(tmp_path, rows, options) as (url, _store):
+        yield url
 
 
 def table_column(page, name: str) -> list[float]:

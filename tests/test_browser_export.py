@@ -9,47 +9,33 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
-from core.ingest import ingest_dataset
-from core.scoring import ScoreOptions, score_dataset
-from core.store import Store
-from tests.conftest import ROOT, corpus_texts, write_jsonl
+from core.scoring import ScoreOptions
+from tests.conftest import corpus_texts
 from tests.helpers_browser import (
+    ARTIFACTS,
     CHROMIUM,
     CHROMIUM_ARGS,
-    free_port,
-    running_app,
-    streamlit_command,
+    scored_app,
+    skip_without_chromium,
 )
 
-ARTIFACTS = ROOT / "test-artifacts"
 N_DOCS = 40
 
 pytestmark = pytest.mark.slow
 
-if not Path(CHROMIUM).exists() and not os.environ.get("CI"):
-    pytest.skip(
-        f"{CHROMIUM} is not installed (`make browser` installs Debian's chromium)",
-        allow_module_level=True,
-    )
+skip_without_chromium()
 
 
 @pytest.fixture
 def app(tmp_path):
-    store = Store(tmp_path / "ws.duckdb", lock_timeout=30)
     rows = [{"id": r["id"], "text": r["text"][:800]} for r in corpus_texts(N_DOCS)]
-    ingest_dataset(store, str(write_jsonl(tmp_path / "docs.jsonl", rows)), "docs", id_column="id")
-    score_dataset(store, "docs", ScoreOptions(model="none"))  # model-free: seconds
-    port = free_port()
-    with running_app(
-        streamlit_command(port), port, env={"INFOPRUNE_DB": str(store.path)}, log=tmp_path / "log"
-    ):
-        yield f"http://127.0.0.1:{port}", store
+    with scored_app(tmp_path, rows, ScoreOptions(model="none")) as app:  # model-free: seconds
+        yield app
 
 
 def test_kept_and_pruned_exported_together_with_matching_names_and_manifests(app):

@@ -8,36 +8,28 @@ real documents of the sample corpus scored without a model. Screenshots go to te
 from __future__ import annotations
 
 import math
-import os
 import time
-from pathlib import Path
 
 import pytest
 
-from core.ingest import ingest_dataset
-from core.scoring import ScoreOptions, score_dataset
+from core.scoring import ScoreOptions
 from core.store import Store
-from tests.conftest import ROOT, corpus_texts, write_jsonl
+from tests.conftest import corpus_texts
 from tests.helpers_browser import (
+    ARTIFACTS,
     CHROMIUM,
     CHROMIUM_ARGS,
-    free_port,
-    running_app,
-    streamlit_command,
+    scored_app,
+    skip_without_chromium,
 )
 from tests.test_prune import brute_force_pruned
 
-ARTIFACTS = ROOT / "test-artifacts"
 N_DOCS = 120
 SCORE = "word_entropy"
 
 pytestmark = pytest.mark.slow
 
-if not Path(CHROMIUM).exists() and not os.environ.get("CI"):
-    pytest.skip(
-        f"{CHROMIUM} is not installed (`make browser` installs Debian's chromium)",
-        allow_module_level=True,
-    )
+skip_without_chromium()
 
 # The rows of the per-group table as the page's data grid lays them out for screen readers.
 READ_GROUP_TABLE = """() => {
@@ -54,18 +46,12 @@ READ_GROUP_TABLE = """() => {
 
 @pytest.fixture
 def grouped_app(tmp_path):
-    store = Store(tmp_path / "ws.duckdb", lock_timeout=30)
     rows = [
         {"id": r["id"], "text": r["text"][:2000], "source": r["source"]}
         for r in corpus_texts(N_DOCS)
     ]
-    ingest_dataset(store, str(write_jsonl(tmp_path / "docs.jsonl", rows)), "docs", id_column="id")
-    score_dataset(store, "docs", ScoreOptions(model="none"))
-    port = free_port()
-    with running_app(
-        streamlit_command(port), port, env={"INFOPRUNE_DB": str(store.path)}, log=tmp_path / "log"
-    ):
-        yield f"http://127.0.0.1:{port}", store, rows
+    with scored_app(tmp_path, rows, ScoreOptions(model="none")) as (url, store):
+        yield url, store, rows
 
 
 def direct_shares(store: Store, rows: list[dict], ratio: float) -> dict[str, float]:

@@ -32,14 +32,13 @@ from core.hosts import (
 )
 from tests.conftest import ROOT
 from tests.helpers_browser import (
+    ARTIFACTS,
     CHROMIUM,
     CHROMIUM_ARGS,
     free_port,
     running_app,
     streamlit_command,
 )
-
-ARTIFACTS = ROOT / "test-artifacts"
 
 
 @pytest.mark.parametrize(
