@@ -25,6 +25,7 @@ from core.jobs import DatasetInUse, get_job, start_job
 from core.scoring import ScoreOptions, complete_run, get_run, list_runs, score_dataset
 from core.store import Store
 from tests.conftest import ROOT, corpus_texts, write_jsonl
+from tests.helpers_pages import open_page
 
 
 def snapshot(store: Store) -> dict[str, int]:
@@ -555,14 +556,6 @@ def page_store(scored, monkeypatch):
     db, run_id = scored
     monkeypatch.setenv("INFOPRUNE_DB", str(db))
     return Store(db), run_id
-
-
-def open_page(name: str):
-    from streamlit.testing.v1 import AppTest
-
-    at = AppTest.from_file(str(ROOT / "pages" / name), default_timeout=60).run()
-    assert not at.exception, at.exception[0].message
-    return at
 
 
 def test_prune_page_cannot_write_over_the_store_or_create_folders(page_store, tmp_path):

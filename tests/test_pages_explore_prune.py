@@ -11,6 +11,7 @@ from streamlit.testing.v1 import AppTest
 from core.explore import ScoreRange
 from core.store import Store
 from tests.conftest import ROOT
+from tests.helpers_pages import open_page
 from tests.helpers_runs import add_done_run, ingest_rows, model_scores
 
 N = 20
@@ -30,12 +31,6 @@ def page_store(tmp_path, monkeypatch):
     add_done_run(store, "docs", SCORES)
     monkeypatch.setenv("INFOPRUNE_DB", str(store.path))
     return store
-
-
-def open_page(name: str) -> AppTest:
-    at = AppTest.from_file(str(ROOT / "pages" / name), default_timeout=60).run()
-    assert not at.exception, at.exception[0].message
-    return at
 
 
 def metric(at: AppTest, label: str) -> str:

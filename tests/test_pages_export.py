@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.scoring import list_runs
 from core.store import Store
-from tests.conftest import ROOT
+from tests.helpers_pages import open_page
 from tests.helpers_runs import add_done_run, ingest_rows, model_scores
 
 N = 20
@@ -33,13 +33,6 @@ def page_store(tmp_path, monkeypatch):
     return store
 
 
-def open_prune() -> AppTest:
-    at = AppTest.from_file(str(ROOT / "pages" / "4_Prune_and_Export.py"), default_timeout=60)
-    at.run()
-    assert not at.exception, at.exception[0].message
-    return at
-
-
 def write_to(at: AppTest) -> str:
     return at.text_input(key="export_out").value
 
@@ -50,7 +43,7 @@ def export(at: AppTest) -> None:
 
 
 def test_the_default_name_follows_ratio_part_score_and_format(page_store):
-    at = open_prune()
+    at = open_page("4_Prune_and_Export.py")
     assert write_to(at).endswith("/exports/docs-bits_per_token-prune-low-0.1-kept.parquet")
     at.slider(key="ratio_low").set_value(20.0).run()
     assert write_to(at).endswith("docs-bits_per_token-prune-low-0.2-kept.parquet")
@@ -70,7 +63,7 @@ def test_the_default_name_follows_ratio_part_score_and_format(page_store):
 
 
 def test_a_typed_name_is_kept_with_a_warning_once_the_settings_change(page_store, tmp_path):
-    at = open_prune()
+    at = open_page("4_Prune_and_Export.py")
     mine = str(tmp_path / "mine.parquet")
     at.text_input(key="export_out").set_value(mine).run()
     assert not at.warning
@@ -83,7 +76,7 @@ def test_a_typed_name_is_kept_with_a_warning_once_the_settings_change(page_store
 
 
 def test_kept_and_pruned_together_from_the_page(page_store, tmp_path):
-    at = open_prune()
+    at = open_page("4_Prune_and_Export.py")
     at.slider(key="ratio_low").set_value(25.0).run()
     at.radio(key="export_part").set_value("both").run()
     assert write_to(at).endswith("-prune-low-0.25-kept.parquet")
@@ -107,7 +100,7 @@ def test_kept_and_pruned_together_from_the_page(page_store, tmp_path):
 def test_another_run_is_ranked_by_its_own_default_score(page_store):
     first = list_runs(page_store)["run_id"][0]
     second = add_done_run(page_store, "docs", SCORES, model="other-model")
-    at = open_prune()
+    at = open_page("4_Prune_and_Export.py")
     assert at.selectbox(key="prune_run").value == second  # the newest
     at.selectbox(key="prune_score").set_value("word_entropy").run()
     assert "word_entropy" in write_to(at)

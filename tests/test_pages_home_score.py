@@ -12,6 +12,7 @@ from core.datasets import get_dataset, list_datasets
 from core.scoring import get_run, list_runs
 from core.store import Store
 from tests.conftest import ROOT, SAMPLE_CORPUS, corpus_texts, write_jsonl
+from tests.helpers_pages import by_label, run_app
 from tests.helpers_runs import ingest_rows
 
 
@@ -20,16 +21,6 @@ def ui_store(tmp_path, monkeypatch) -> Store:
     store = Store(tmp_path / "ws.duckdb", lock_timeout=30)
     monkeypatch.setenv("INFOPRUNE_DB", str(store.path))
     return store
-
-
-def run_app(path: str = "app.py") -> AppTest:
-    at = AppTest.from_file(str(ROOT / path), default_timeout=120).run()
-    assert not at.exception, at.exception[0].message
-    return at
-
-
-def by_label(elements, label: str):
-    return next(e for e in elements if e.label == label)
 
 
 def pick_model(at: AppTest, starting: str) -> None:

@@ -18,6 +18,7 @@ from core.jobs import CancelToken
 from core.scoring import ScoreOptions, get_run, list_runs, score_dataset
 from core.store import Store
 from tests.conftest import ROOT
+from tests.helpers_pages import by_label, open_page
 from tests.helpers_runs import ingest_rows
 
 
@@ -27,16 +28,6 @@ def ui_store(tmp_path, monkeypatch) -> Store:
     ingest_rows(store, tmp_path, [{"text": f"words and more words {i}"} for i in range(30)])
     monkeypatch.setenv("INFOPRUNE_DB", str(store.path))
     return store
-
-
-def open_page(name: str) -> AppTest:
-    at = AppTest.from_file(str(ROOT / "pages" / name), default_timeout=60).run()
-    assert not at.exception, at.exception[0].message
-    return at
-
-
-def by_label(elements, label: str):
-    return next(e for e in elements if e.label == label)
 
 
 def choose_model(at: AppTest, starting: str) -> None:
