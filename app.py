@@ -7,33 +7,19 @@ at straight away.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import os
-import sys
 from pathlib import Path
 
 import streamlit as st
 
+from core.datasets import list_datasets
+from core.errors import InputError
+from core.ingest import ingest_dataset
+from ui.common import fmt_int, get_store, require_access, wanted_page
+
 ROOT = Path(__file__).resolve().parent
 SAMPLE_CORPUS = ROOT / "sample_data" / "corpus.parquet"
 SAMPLE_NAME = "sample"
-
-
-def _apply_cli_args() -> None:
-    parser = argparse.ArgumentParser(prog="streamlit run app.py --")
-    parser.add_argument("--db", help="workspace DuckDB file")
-    args, _ = parser.parse_known_args(sys.argv[1:])
-    if args.db:
-        os.environ["INFOPRUNE_DB"] = args.db
-
-
-_apply_cli_args()
-
-from core.datasets import list_datasets  # noqa: E402
-from core.errors import InputError  # noqa: E402
-from core.ingest import ingest_dataset  # noqa: E402
-from ui.common import fmt_int, get_store, require_access, wanted_page  # noqa: E402
 
 
 @st.cache_resource(show_spinner=False)

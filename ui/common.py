@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import inspect
 import os
 import sys
@@ -75,6 +76,7 @@ def wanted_page() -> str | None:
     return st.session_state.pop(WANTED_PAGE_KEY, None)
 
 
+@functools.cache
 def app_db_arg() -> str | None:
     """`streamlit run app.py -- --db PATH`: read here, since a page may run before app.py does."""
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
