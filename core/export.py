@@ -39,7 +39,7 @@ from core.datasets import DatasetInfo, get_dataset
 from core.errors import InputError
 from core.groups import GroupBy, group_record, load_group_table
 from core.ingest import META_KEY
-from core.prune import Selection, load_ranking, select, selected_row_idx
+from core.prune import Selection, load_ranking, rule_selection, selected_row_idx
 from core.rules import Rule
 from core.scores import table_columns
 from core.scoring import get_run
@@ -132,8 +132,7 @@ class _Plan:
 def _plan(store: Store, run_id: str, score: str, rule: Rule, part: str) -> _Plan:
     if part not in PARTS:
         raise InputError(f"unknown part '{part}' — use kept, pruned or both")
-    ranking = load_ranking(store, run_id, score)
-    selection = select(ranking, rule)
+    ranking, selection = rule_selection(store, run_id, score, rule)
     rows = np.sort(selected_row_idx(ranking, selection, part))
     if part == "kept":
         tokens, nbytes = selection.kept_tokens, selection.kept_bytes
@@ -175,7 +174,8 @@ def export_subset(
     plans = [_plan(store, run_id, score, rule, p) for p in parts]
     groups = None
     if group_by is not None:  # before anything is written: an unknown column writes nothing
-        table = load_group_table(store, run_id, score, plans[0].selection, group_by)
+        ranking = load_ranking(store, run_id, score)
+        table = load_group_table(store, ranking, plans[0].selection, group_by)
         groups = group_record(table, group_by)
     return _write(store, plans, outs, fmt, with_scores, groups=groups)
 

@@ -22,7 +22,7 @@ import pandas as pd
 from core.datasets import get_dataset
 from core.errors import InputError
 from core.ingest import META_KEY
-from core.prune import CURVE_RATIOS, Ranking, Selection, curve_rules, load_ranking, select
+from core.prune import CURVE_RATIOS, Ranking, RuleInputs, Selection, curve_rules, select
 from core.rules import Rule
 from core.store import Store, quote_ident
 
@@ -185,11 +185,13 @@ def group_options(store: Store, dataset: str) -> list[GroupBy]:
 # ---- groups of one dataset ---------------------------------------------------------------------
 
 
-def load_groups(store: Store, dataset: str, by: GroupBy) -> Groups:
-    """Each stored sample's group under BY (cached per store, dataset content and BY)."""
+def load_groups(store: Store, dataset: str, by: GroupBy, top: int | None = GROUP_TOP) -> Groups:
+    """Each stored sample's group under BY (cached per store, dataset content and BY): the TOP
+    largest by name and the rest OTHER, or with TOP None every value its own group (what a
+    stratified rule ranks within)."""
     info = get_dataset(store, dataset)
     # The fingerprint covers ids and texts; a new ingest of the same texts gets a new meta table.
-    key = (str(store.path), dataset, info.fingerprint, info.meta_table, str(by))
+    key = (str(store.path), dataset, info.fingerprint, info.meta_table, str(by), top)
     cached = _recall(_groups, key)
     if cached is not None:
         return cached
@@ -215,7 +217,7 @@ def load_groups(store: Store, dataset: str, by: GroupBy) -> Groups:
         counts = con.execute(
             f"SELECT {value_sql(by, column_sql)} AS g, count(*) FROM {meta} m GROUP BY g"
         ).fetchall()
-        labels = _labels(counts)
+        labels = _labels(counts, top)
         codes_sql = _code_case_sql(by, labels, column_sql)
         rows = con.execute(
             f"SELECT s.row_idx, {codes_sql} AS code {joined}", [dataset]
@@ -226,11 +228,11 @@ def load_groups(store: Store, dataset: str, by: GroupBy) -> Groups:
     return _remember(_groups, key, Groups(by, labels, codes, key))
 
 
-def _labels(counts: list[tuple[str | None, int]]) -> list[str]:
-    """Top GROUP_TOP values by count (ties by label), then OTHER if any are left, then MISSING."""
+def _labels(counts: list[tuple[str | None, int]], top: int | None = GROUP_TOP) -> list[str]:
+    """Top TOP values by count (ties by label), then OTHER if any are left, then MISSING."""
     values = sorted(((g, n) for g, n in counts if g is not None), key=lambda t: (-t[1], t[0]))
-    labels = [g for g, _ in values[:GROUP_TOP]]
-    if len(values) > GROUP_TOP and OTHER not in labels:
+    labels = [g for g, _ in values[:top]]
+    if top is not None and len(values) > top and OTHER not in labels:
         labels.append(OTHER)
     if any(g is None for g, _ in counts) and MISSING not in labels:
         labels.append(MISSING)
@@ -352,7 +354,7 @@ def group_table(ranking: Ranking, selection: Selection, groups: Groups) -> pd.Da
     NA when the run has no token counts.
     """
     ranked = _ranked_groups(ranking, groups)
-    pruned = group_pruned(ranked, selection.k_low, selection.k_high)
+    pruned = _selection_pruned(ranked, groups, selection)
     table = pd.DataFrame(
         {
             "group": groups.labels,
@@ -375,20 +377,49 @@ def group_table(ranking: Ranking, selection: Selection, groups: Groups) -> pd.Da
     return table.iloc[order].reset_index(drop=True)
 
 
+def _selection_pruned(
+    ranked: _RankedGroups, groups: Groups, selection: Selection
+) -> dict[str, np.ndarray]:
+    """group_pruned for any selection: two cuts by binary search, masks (a stratified or
+    deduplicating rule) by counting the pruned samples of each group."""
+    if selection.low is None:
+        return group_pruned(ranked, selection.k_low, selection.k_high)
+    ranking = ranked.ranking
+    n_groups = len(groups.labels)
+    mask = selection.pruned_mask()
+    codes = groups.codes[ranking.row_idx[mask]]
+    tokens = np.diff(ranking.cum_tokens)[mask]
+    nbytes = np.diff(ranking.cum_bytes)[mask]
+    if selection.unscored_duplicate is not None and selection.unscored_duplicate.any():
+        extra = selection.unscored_duplicate
+        codes = np.concatenate([codes, groups.codes[ranking.unscored_row_idx[extra]]])
+        tokens = np.concatenate([tokens, ranking.unscored_n_tokens[extra]])
+        nbytes = np.concatenate([nbytes, ranking.unscored_n_bytes[extra]])
+
+    def count(weights=None) -> np.ndarray:
+        return np.bincount(codes, weights=weights, minlength=n_groups).astype(np.int64)
+
+    return {"samples": count(), "tokens": count(tokens), "bytes": count(nbytes)}
+
+
 def _share(part: np.ndarray, whole: np.ndarray) -> np.ndarray:
     return np.where(whole > 0, part / np.maximum(whole, 1), 0.0)
 
 
 def group_kept_curve(
-    ranking: Ranking, rule: Rule, groups: Groups, ratios=CURVE_RATIOS
+    ranking: Ranking,
+    rule: Rule,
+    groups: Groups,
+    ratios=CURVE_RATIOS,
+    inputs: RuleInputs | None = None,
 ) -> pd.DataFrame:
     """kept_curve per group: each group's kept share of tokens and bytes as the same rule prunes
     other shares of the scored samples (long form: one row per group and point)."""
     ranked = _ranked_groups(ranking, groups)
     frames = []
-    for r, other, current in curve_rules(ranking, rule, ratios):
-        s = select(ranking, other)
-        pruned = group_pruned(ranked, s.k_low, s.k_high)
+    for r, other, current in curve_rules(ranking, rule, ratios, inputs):
+        s = select(ranking, other, inputs)
+        pruned = _selection_pruned(ranked, groups, s)
         tokens_kept = 1 - _share(pruned["tokens"], ranked.tokens) if ranking.has_tokens else None
         frames.append(
             pd.DataFrame(
@@ -419,10 +450,9 @@ RECORD_COLUMNS = [
 
 
 def load_group_table(
-    store: Store, run_id: str, score: str, selection: Selection, by: GroupBy
+    store: Store, ranking: Ranking, selection: Selection, by: GroupBy
 ) -> pd.DataFrame:
-    """group_table of SELECTION over RUN ranked by SCORE (the cached ranking and groups)."""
-    ranking = load_ranking(store, run_id, score)
+    """group_table of SELECTION over RANKING (with the cached groups of its dataset)."""
     return group_table(ranking, selection, load_groups(store, ranking.dataset, by))
 
 

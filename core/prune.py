@@ -7,6 +7,7 @@ cumulative tokens and bytes, so a preview is a few O(1) lookups.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 from collections import OrderedDict
@@ -18,7 +19,16 @@ import pandas as pd
 from core.datasets import get_dataset
 from core.errors import InputError
 from core.histogram import Histogram, ranking_histogram
-from core.rules import Cut, Rule, cuts, kept_positions, prune_counts, pruned_positions, rank_order
+from core.rules import (
+    Cut,
+    Rule,
+    cuts,
+    kept_positions,
+    modified_cuts,
+    prune_counts,
+    pruned_positions,
+    rank_order,
+)
 from core.scores import score_columns, score_expression
 from core.scoring import get_run
 from core.store import Store
@@ -187,12 +197,86 @@ def _compute_ranking(store: Store, run: dict, score: str) -> Ranking:
     )
 
 
+# ---- what a stratified or deduplicating rule reads ---------------------------------------------
+
+_inputs: OrderedDict[tuple, RuleInputs] = OrderedDict()
+
+
+def load_rule_inputs(store: Store, ranking: Ranking, rule: Rule) -> RuleInputs | None:
+    """RULE's groups (stratify) and duplicates (dedup) aligned with RANKING; None for a plain
+    rule. Cached with the ranking they align with."""
+    if rule.is_plain:
+        return None
+    key = (id(ranking), rule.stratify, rule.dedup)
+    with _rankings_guard:
+        cached = _inputs.get(key)
+    if cached is not None and cached[0] is ranking:  # it holds RANKING: the id is not reused
+        return cached[1]
+    inputs = RuleInputs()
+    if rule.stratify:
+        from core.groups import GroupBy, load_groups  # core.groups builds on this module
+
+        groups = load_groups(store, ranking.dataset, GroupBy.parse(rule.stratify), top=None)
+        inputs.strata = groups.codes[ranking.row_idx]
+        inputs.labels = groups.labels
+    if rule.dedup:
+        rows = duplicate_rows(store, ranking.run_id, ranking.dataset, rule.dedup)
+        size = int(max(ranking.row_idx.max(initial=-1), ranking.unscored_row_idx.max(initial=-1)))
+        flag = np.zeros(size + 1, dtype=bool)
+        flag[rows[rows <= size]] = True
+        inputs.duplicate = flag[ranking.row_idx]
+        inputs.unscored_duplicate = flag[ranking.unscored_row_idx]
+    with _rankings_guard:
+        _inputs[key] = (ranking, inputs)
+        while len(_inputs) > _CACHE_SIZE:
+            _inputs.popitem(last=False)
+    return inputs
+
+
+def duplicate_rows(store: Store, run_id: str, dataset: str, mode: str) -> np.ndarray:
+    """samples.row_idx of every duplicate `dedup MODE` prunes: all members of each cluster but
+    the one with the smallest sample_id in text order (core/rules.py's contract)."""
+    from core.duplicates import ensure_duplicates  # the run's clusters, computed if missing
+
+    ensure_duplicates(store, run_id)
+    cluster = {"exact": "exact_cluster_id", "near": "cluster_id"}[mode]
+    with store.connect() as con:
+        rows = con.execute(
+            f"SELECT s.row_idx FROM dup_clusters d JOIN samples s "
+            f"ON s.dataset = ? AND s.sample_id = d.sample_id "
+            f"WHERE d.run_id = ? AND d.{cluster} IS NOT NULL "
+            f"QUALIFY row_number() OVER (PARTITION BY d.{cluster} ORDER BY d.sample_id) > 1",
+            [dataset, run_id],
+        ).fetchnumpy()
+    return np.sort(np.asarray(rows["row_idx"], dtype=np.int64))
+
+
+def rule_selection(store: Store, run_id: str, score: str, rule: Rule) -> tuple[Ranking, Selection]:
+    """RUN ranked by SCORE and what RULE selects of it, with whatever the rule reads."""
+    ranking = load_ranking(store, run_id, score)
+    return ranking, select(ranking, rule, load_rule_inputs(store, ranking, rule))
+
+
 # ---- previews ---------------------------------------------------------------------------------
 
 
 @dataclass
+class RuleInputs:
+    """What a stratified or deduplicating rule reads beyond the ranking, aligned with it."""
+
+    strata: np.ndarray | None = None  # group code per ranked position (stratify)
+    labels: list[str] | None = None  # the groups' labels, by code
+    duplicate: np.ndarray | None = None  # per ranked position: a duplicate dedup prunes
+    unscored_duplicate: np.ndarray | None = None  # the same per unscored sample
+
+
+@dataclass
 class Selection:
-    """What a rule does to one ranking: counts, shares and where the cuts fall."""
+    """What a rule does to one ranking: counts, shares and where the cuts fall.
+
+    A plain rule prunes the K_LOW first and K_HIGH last ranked samples; a stratified or
+    deduplicating one carries masks over the ranked positions (and the unscored samples).
+    """
 
     rule: Rule
     n_scored: int
@@ -205,10 +289,28 @@ class Selection:
     kept_bytes: int
     total_bytes: int
     has_tokens: bool
+    low: np.ndarray | None = None  # bool per ranked position: pruned by the low tail
+    high: np.ndarray | None = None
+    duplicate: np.ndarray | None = None  # bool per ranked position: pruned as a duplicate
+    unscored_duplicate: np.ndarray | None = None  # bool per unscored sample
+
+    @property
+    def n_duplicates(self) -> int:
+        """Samples pruned as duplicates (scored or not), before the ratio rule."""
+        return sum(int(m.sum()) for m in (self.duplicate, self.unscored_duplicate) if m is not None)
 
     @property
     def n_pruned(self) -> int:
-        return self.k_low + self.k_high
+        return self.k_low + self.k_high + self.n_duplicates
+
+    def pruned_mask(self) -> np.ndarray:
+        """Bool per ranked position: pruned (by either tail or as a duplicate)."""
+        if self.low is None:
+            mask = np.zeros(self.n_scored, dtype=bool)
+            mask[pruned_positions(self.n_scored, self.k_low, self.k_high)] = True
+            return mask
+        mask = self.low | self.high
+        return mask | self.duplicate if self.duplicate is not None else mask
 
     @property
     def n_kept(self) -> int:
@@ -233,13 +335,18 @@ class Selection:
         return self.kept_bytes / self.total_bytes if self.total_bytes else 1.0
 
     @property
+    def n_ranked(self) -> int:
+        """Scored samples the ratio rule ranks: those dedup left."""
+        return self.n_scored - (int(self.duplicate.sum()) if self.duplicate is not None else 0)
+
+    @property
     def ratio_low(self) -> float:
-        """The share of scored samples pruned from the low end (what a threshold amounts to)."""
-        return self.k_low / self.n_scored if self.n_scored else 0.0
+        """The share of ranked samples pruned from the low end (what a threshold amounts to)."""
+        return self.k_low / self.n_ranked if self.n_ranked else 0.0
 
     @property
     def ratio_high(self) -> float:
-        return self.k_high / self.n_scored if self.n_scored else 0.0
+        return self.k_high / self.n_ranked if self.n_ranked else 0.0
 
     def to_dict(self) -> dict:
         return {
@@ -247,6 +354,7 @@ class Selection:
             "n_unscored_kept": self.n_unscored,
             "n_pruned_low": self.k_low,
             "n_pruned_high": self.k_high,
+            "n_pruned_duplicates": self.n_duplicates,
             "n_kept": self.n_kept,
             "n_pruned": self.n_pruned,
             "effective_ratio_low": self.ratio_low,
@@ -262,8 +370,11 @@ class Selection:
         }
 
 
-def select(ranking: Ranking, rule: Rule) -> Selection:
-    """Apply RULE to a ranking (pure arithmetic over the cached arrays)."""
+def select(ranking: Ranking, rule: Rule, inputs: RuleInputs | None = None) -> Selection:
+    """Apply RULE to a ranking (pure arithmetic over the cached arrays); a stratified or
+    deduplicating rule also needs its INPUTS (`load_rule_inputs`)."""
+    if not rule.is_plain:
+        return _select_modified(ranking, rule, inputs)
     k_low, k_high = prune_counts(ranking.scores, rule)
     pruned_tokens, pruned_bytes = ranking.pruned_totals(k_low, k_high)
     return Selection(
@@ -281,8 +392,88 @@ def select(ranking: Ranking, rule: Rule) -> Selection:
     )
 
 
+def _select_modified(ranking: Ranking, rule: Rule, inputs: RuleInputs | None) -> Selection:
+    if inputs is None or (rule.stratify and inputs.strata is None):
+        raise InputError(f"rule '{rule.describe()}' needs its groups or duplicates: load them")
+    if rule.dedup and inputs.duplicate is None:
+        raise InputError(f"rule '{rule.describe()}' needs the run's duplicates: load them")
+    if rule.stratify:
+        unknown = {g.group for g in rule.group_ratios} - set(inputs.labels)
+        if unknown:
+            shown = ", ".join(sorted(inputs.labels)[:20])
+            raise InputError(
+                f"no group {', '.join(map(repr, sorted(unknown)))} in {rule.stratify}; "
+                f"its groups are: {shown}"
+            )
+    duplicate = inputs.duplicate if rule.dedup else None
+    unscored_duplicate = inputs.unscored_duplicate if rule.dedup else None
+    low, high = modified_cuts(
+        ranking.scores,
+        rule,
+        inputs.strata if rule.stratify else None,
+        inputs.labels,
+        duplicate,
+    )
+    pruned = low | high if duplicate is None else low | high | duplicate
+    tokens_each = np.diff(ranking.cum_tokens)
+    bytes_each = np.diff(ranking.cum_bytes)
+    pruned_tokens = int(tokens_each[pruned].sum())
+    pruned_bytes = int(bytes_each[pruned].sum())
+    if unscored_duplicate is not None:
+        pruned_tokens += int(ranking.unscored_n_tokens[unscored_duplicate].sum())
+        pruned_bytes += int(ranking.unscored_n_bytes[unscored_duplicate].sum())
+    k_low, k_high = int(low.sum()), int(high.sum())
+    return Selection(
+        rule=rule,
+        n_scored=ranking.n,
+        n_unscored=ranking.n_unscored,
+        k_low=k_low,
+        k_high=k_high,
+        cuts=_masked_cuts(ranking.scores, rule, low, high, pruned),
+        kept_tokens=ranking.total_tokens - pruned_tokens,
+        total_tokens=ranking.total_tokens,
+        kept_bytes=ranking.total_bytes - pruned_bytes,
+        total_bytes=ranking.total_bytes,
+        has_tokens=ranking.has_tokens,
+        low=low,
+        high=high,
+        duplicate=duplicate,
+        unscored_duplicate=unscored_duplicate,
+    )
+
+
+def _masked_cuts(scores: np.ndarray, rule: Rule, low, high, pruned) -> dict[str, Cut]:
+    """Per tail: the most extreme score it pruned and the nearest kept score beyond it (with
+    strata the cuts differ per group; these bound them all)."""
+    kept = scores[~pruned]
+    out = {}
+    if rule.kind in ("prune-low", "keep-middle"):
+        out["low"] = Cut(
+            int(low.sum()),
+            float(scores[low].max()) if low.any() else None,
+            float(kept.min()) if len(kept) else None,
+        )
+    if rule.kind in ("prune-high", "keep-middle"):
+        out["high"] = Cut(
+            int(high.sum()),
+            float(scores[high].min()) if high.any() else None,
+            float(kept.max()) if len(kept) else None,
+        )
+    return out
+
+
 def selected_row_idx(ranking: Ranking, selection: Selection, part: str) -> np.ndarray:
     """samples.row_idx of the kept part (with every unscored sample) or the pruned part."""
+    if selection.low is not None:
+        pruned = selection.pruned_mask()
+        unscored = selection.unscored_duplicate
+        if unscored is None:
+            unscored = np.zeros(ranking.n_unscored, dtype=bool)
+        if part == "pruned":
+            return np.concatenate([ranking.row_idx[pruned], ranking.unscored_row_idx[unscored]])
+        if part == "kept":
+            return np.concatenate([ranking.row_idx[~pruned], ranking.unscored_row_idx[~unscored]])
+        raise InputError(f"unknown part '{part}' — use kept or pruned")
     if part == "pruned":
         return ranking.row_idx[pruned_positions(ranking.n, selection.k_low, selection.k_high)]
     if part == "kept":
@@ -299,6 +490,7 @@ class PrunePreview:
     curve: pd.DataFrame  # pruned_ratio, kept_tokens_share, kept_bytes_share, current
     histogram: Histogram  # of the ranked scores, for the threshold lines
     ranking: Ranking  # what it was computed from (cached), for per-group views
+    inputs: RuleInputs | None = None  # the rule's groups and duplicates, for per-group views
 
 
 def prune_preview(
@@ -316,33 +508,36 @@ def prune_preview(
     """
     with store.connect() as con:
         ranking = _cached_ranking(con, store, run_id, score)
-        if ranking is not None:
-            return _preview(con, ranking, rule, n_borderline, n_random, seed)
-    ranking = load_ranking(store, run_id, score)
+        if ranking is not None and rule.is_plain:
+            return _preview(con, ranking, rule, None, n_borderline, n_random, seed)
+    if ranking is None:
+        ranking = load_ranking(store, run_id, score)
+    inputs = load_rule_inputs(store, ranking, rule)
     with store.connect() as con:
-        return _preview(con, ranking, rule, n_borderline, n_random, seed)
+        return _preview(con, ranking, rule, inputs, n_borderline, n_random, seed)
 
 
-def _preview(con, ranking: Ranking, rule: Rule, n_borderline: int, n_random: int, seed: int):
-    selection = select(ranking, rule)
-    n = ranking.n
-    border: list[tuple[str, str, int]] = []  # (tail, side, position)
-    for tail, cut in selection.cuts.items():
-        if tail == "low":
-            pruned = range(max(cut.k - n_borderline, 0), cut.k)
-            kept = range(cut.k, min(cut.k + n_borderline, n - selection.k_high))
-        else:
-            kept = range(max(n - cut.k - n_borderline, selection.k_low), n - cut.k)
-            pruned = range(n - cut.k, min(n - cut.k + n_borderline, n))
-        border += [(tail, "pruned", p) for p in pruned] + [(tail, "kept", p) for p in kept]
+def _preview(
+    con,
+    ranking: Ranking,
+    rule: Rule,
+    inputs: RuleInputs | None,
+    n_borderline: int,
+    n_random: int,
+    seed: int,
+):
+    selection = select(ranking, rule, inputs)
+    if selection.low is None:
+        border, pruned_at = _plain_border(selection, ranking.n, n_borderline)
+    else:
+        border, pruned_at = _masked_border(selection, n_borderline)
     border.sort(key=lambda t: t[2])
     rng = np.random.default_rng(seed)
-    n_pruned = selection.n_pruned
+    n_pruned = selection.n_pruned - (
+        int(selection.unscored_duplicate.sum()) if selection.unscored_duplicate is not None else 0
+    )
     picks = np.sort(rng.choice(n_pruned, size=min(n_random, n_pruned), replace=False))
-    random_positions = [
-        int(i) if i < selection.k_low else int(n - selection.k_high + i - selection.k_low)
-        for i in picks
-    ]
+    random_positions = [pruned_at(int(i)) for i in picks]
     positions = [p for _, _, p in border] + random_positions
     details = _sample_details(con, ranking, positions)
     borderline = pd.DataFrame(
@@ -354,10 +549,49 @@ def _preview(con, ranking: Ranking, rule: Rule, n_borderline: int, n_random: int
         selection,
         borderline,
         random_pruned,
-        kept_curve(ranking, rule),
+        kept_curve(ranking, rule, inputs=inputs),
         ranking_histogram(ranking),
         ranking,
+        inputs,
     )
+
+
+def _plain_border(selection: Selection, n: int, n_borderline: int):
+    """(tail, side, position) of the samples either side of each cut, and the position of the
+    i-th pruned sample (in rank order)."""
+    border: list[tuple[str, str, int]] = []
+    for tail, cut in selection.cuts.items():
+        if tail == "low":
+            pruned = range(max(cut.k - n_borderline, 0), cut.k)
+            kept = range(cut.k, min(cut.k + n_borderline, n - selection.k_high))
+        else:
+            kept = range(max(n - cut.k - n_borderline, selection.k_low), n - cut.k)
+            pruned = range(n - cut.k, min(n - cut.k + n_borderline, n))
+        border += [(tail, "pruned", p) for p in pruned] + [(tail, "kept", p) for p in kept]
+
+    def pruned_at(i: int) -> int:
+        return i if i < selection.k_low else n - selection.k_high + i - selection.k_low
+
+    return border, pruned_at
+
+
+def _masked_border(selection: Selection, n_borderline: int):
+    """_plain_border for a stratified or deduplicating rule: per tail, the pruned samples
+    nearest the kept ones and the kept samples nearest the tail."""
+    kept = np.flatnonzero(~selection.pruned_mask())
+    border: list[tuple[str, str, int]] = []
+    if "low" in selection.cuts:
+        pruned = np.flatnonzero(selection.low)[-n_borderline:]
+        border += [("low", "pruned", int(p)) for p in pruned]
+        border += [("low", "kept", int(p)) for p in kept[:n_borderline]]
+    if "high" in selection.cuts:
+        first = max(len(kept) - n_borderline, n_borderline if "low" in selection.cuts else 0)
+        border += [("high", "kept", int(p)) for p in kept[first:]]
+        border += [
+            ("high", "pruned", int(p)) for p in np.flatnonzero(selection.high)[:n_borderline]
+        ]
+    every_pruned = np.flatnonzero(selection.pruned_mask())
+    return border, lambda i: int(every_pruned[i])
 
 
 _DETAIL_COLUMNS = ["rank", "score", "n_tokens", "n_bytes", "sample_id", "text"]
@@ -405,11 +639,13 @@ def _sample_details(con, ranking: Ranking, positions: list[int]) -> dict[int, di
 CURVE_RATIOS = tuple(round(0.05 * i, 2) for i in range(21))
 
 
-def kept_curve(ranking: Ranking, rule: Rule, ratios=CURVE_RATIOS) -> pd.DataFrame:
+def kept_curve(
+    ranking: Ranking, rule: Rule, ratios=CURVE_RATIOS, inputs: RuleInputs | None = None
+) -> pd.DataFrame:
     """Kept share of tokens and bytes if the same rule pruned other shares of samples."""
     rows = []
-    for r, other, current in curve_rules(ranking, rule, ratios):
-        s = select(ranking, other)
+    for r, other, current in curve_rules(ranking, rule, ratios, inputs):
+        s = select(ranking, other, inputs)
         rows.append(
             {
                 "pruned_ratio": r,
@@ -422,23 +658,30 @@ def kept_curve(ranking: Ranking, rule: Rule, ratios=CURVE_RATIOS) -> pd.DataFram
 
 
 def curve_rules(
-    ranking: Ranking, rule: Rule, ratios=CURVE_RATIOS
+    ranking: Ranking, rule: Rule, ratios=CURVE_RATIOS, inputs: RuleInputs | None = None
 ) -> list[tuple[float, Rule, bool]]:
     """(share pruned, RULE's kind pruning that share, whether it is RULE's own share) per point.
 
     keep-middle keeps the current split between its two tails (an even split when both are 0).
+    A stratified or deduplicating rule keeps its stratify, group overrides and dedup at every
+    point, and its share is its own ratio(s).
     """
-    selection = select(ranking, rule)
-    total = selection.ratio_low + selection.ratio_high
-    low_part = selection.ratio_low / total if total else 0.5
+    if rule.stratify:  # the rule's ratios, not what they amount to once groups round them
+        low_share, high_share = rule.low or 0.0, rule.high or 0.0
+    else:
+        selection = select(ranking, rule, inputs)
+        low_share, high_share = selection.ratio_low, selection.ratio_high
+    total = low_share + high_share
+    low_part = low_share / total if total else 0.5
     out = []
     for r in sorted({*ratios, round(total, 4)}):
         if rule.kind == "prune-low":
-            other = Rule("prune-low", r)
+            low, high = r, None
         elif rule.kind == "prune-high":
-            other = Rule("prune-high", None, r)
+            low, high = None, r
         else:
             low = round(r * low_part, 6)
-            other = Rule("keep-middle", low, max(round(r - low, 6), 0.0))
+            high = max(round(r - low, 6), 0.0)
+        other = dataclasses.replace(rule, low=low, high=high, by="ratio")
         out.append((r, other, math.isclose(r, round(total, 4))))
     return out

@@ -122,6 +122,9 @@ def test_manifest_records_source_run_rule_and_counts(scored, tmp_path):
         "by": "ratio",
         "low": 0.1,
         "high": 0.2,
+        "stratify": None,
+        "group_ratios": [],
+        "dedup": None,
         "description": None,
     }
     sel = m["selection"]

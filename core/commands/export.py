@@ -18,6 +18,9 @@ _SELECTION_FLAGS = (
     "threshold",
     "threshold_low",
     "threshold_high",
+    "stratify",
+    "group_ratio",
+    "dedup",
     "format",
 )
 
@@ -42,6 +45,26 @@ def register(sub, parents) -> None:
     p.add_argument("--threshold", metavar="T", help="instead of --ratio: prune below/above T")
     p.add_argument("--threshold-low", metavar="T", help="keep-middle: prune scores below T")
     p.add_argument("--threshold-high", metavar="T", help="keep-middle: prune scores above T")
+    p.add_argument(
+        "--stratify",
+        metavar="COLUMN",
+        help="apply the ratio(s) within each value of a metadata column (COLUMN:domain for a URL "
+        "column), so the mix of groups is kept",
+    )
+    p.add_argument(
+        "--group-ratio",
+        metavar="GROUP=R",
+        action="append",
+        default=[],
+        help="with --stratify: this group's ratio instead of the rule's (GROUP=LOW:HIGH for "
+        "keep-middle; python-docs=0 keeps the whole group); repeat for more groups",
+    )
+    p.add_argument(
+        "--dedup",
+        choices=("exact", "near"),
+        help="first keep one sample per exact-duplicate group or near-duplicate cluster (the "
+        "smallest sample id), then apply the rule to the rest",
+    )
     p.add_argument(
         "--part",
         default="kept",
@@ -141,6 +164,9 @@ def run(args, store) -> int:
                 "threshold_high",
             )
         },
+        stratify=args.stratify,
+        group_ratios=args.group_ratio,
+        dedup=args.dedup,
     )
     group_by = GroupBy.parse(args.group_by) if args.group_by else None
     if args.dry_run:
@@ -165,9 +191,9 @@ def run(args, store) -> int:
 def _dry_run_report(store, run_id: str, score: str, rule, group_by) -> str:
     """What the rule keeps and prunes, in totals and with GROUP_BY per group; nothing written."""
     from core.groups import format_group_table, load_group_table
-    from core.prune import load_ranking, select
+    from core.prune import rule_selection
 
-    sel = select(load_ranking(store, run_id, score), rule)
+    ranking, sel = rule_selection(store, run_id, score, rule)
     tokens = (
         "no token counts"
         if sel.kept_tokens_share is None
@@ -178,7 +204,10 @@ def _dry_run_report(store, run_id: str, score: str, rule, group_by) -> str:
         f"{sel.n_total:,} samples kept ({sel.kept_share:.1%}), {sel.n_pruned:,} pruned, "
         f"{sel.n_unscored:,} unscored (kept); {sel.kept_bytes_share:.1%} of bytes kept, {tokens}"
     )
+    if rule.dedup:
+        line += f"; {sel.n_duplicates:,} of the pruned are {rule.dedup} duplicates"
+
     if group_by is None:
         return line
-    table = load_group_table(store, run_id, score, sel, group_by)
+    table = load_group_table(store, ranking, sel, group_by)
     return f"{line}\n\n{format_group_table(table, group_by)}"
