@@ -33,16 +33,16 @@ from core.store import Store
 from core.train_options import Budget
 from core.training import encode, evaluate_bits, train_lm, train_tokenizer
 from core.validation_spec import (
+    RANDOM_PARTNER,
     SPLIT_SEED,
     Spec,
     arm_steps,
     matched_random,
     packed_rows,
-    rule_for,
     split_eval_pool,
 )
 
-ARMS = ("full", "pruned", "random")
+ARMS = ("full", "pruned", "random", "dedup", "dedup-random", "dedup+pruned", "dedup+random")
 RESULT_KEYS = (
     "arm",
     "ratio",
@@ -117,7 +117,7 @@ class _Data:
     eval_texts: list[str]
     pool_texts: list[str]
     pool_tokens: list[int]
-    kept: dict[float, list[int]]  # ratio -> positions in the pool the rule keeps
+    kept: dict[tuple[str, float | None], list[int]]  # (arm, ratio) -> pool positions kept
     tokenizer: object
     info: dict
 
@@ -221,17 +221,18 @@ def _train_arms(job: _Job, arms) -> str:
 def _arm_positions(data: _Data, arm: str, ratio: float | None, seed: int) -> list[int]:
     if arm == "full":
         return list(range(len(data.pool_texts)))
-    kept = data.kept[ratio]
-    if arm == "pruned":
-        return kept
-    target = sum(data.pool_tokens[p] for p in kept)
+    if (arm, ratio) in data.kept:
+        return data.kept[(arm, ratio)]
+    partner = next(a for a, r in RANDOM_PARTNER.items() if r == arm)
+    target = sum(data.pool_tokens[p] for p in data.kept[(partner, ratio)])
     # Seeded by (seed, ratio): each ratio's random arm is its own draw, the same on every resume.
-    return matched_random(data.pool_tokens, target, seed * 1_000_003 + round(ratio * 1e6))
+    draw = seed * 1_000_003 + round((ratio or 0.0) * 1e6) + (0 if arm == "random" else len(arm))
+    return matched_random(data.pool_tokens, target, draw)
 
 
 def _prepare_data(store: Store, spec: Spec, run: dict) -> _Data:
     """The evaluation set, the pool, the kept part of the pool per ratio, and the tokenizer."""
-    from core.prune import load_ranking, select, selected_row_idx
+    from core.prune import load_ranking, load_rule_inputs, select, selected_row_idx
 
     with store.connect() as con:
         change = change_since(con, run["dataset"], run["fingerprint"])
@@ -268,11 +269,18 @@ def _prepare_data(store: Store, spec: Spec, run: dict) -> _Data:
     pool_tokens = [len(t) for t in encode(tokenizer, pool_texts)]
 
     ranking = load_ranking(store, spec.run_id, spec.score)
-    kept: dict[float, list[int]] = {}
+    wanted_rules = {}
     for pair, ratio in zip(spec.ratios, spec.ratio_values, strict=True):
-        selection = select(ranking, rule_for(spec.rule, pair))
+        wanted_rules[("pruned", ratio)] = spec.arm_rule(pair)
+        if spec.dedup:
+            wanted_rules[("dedup+pruned", ratio)] = spec.arm_rule(pair, dedup=True)
+    if spec.dedup:
+        wanted_rules[("dedup", None)] = spec.arm_rule(None, dedup=True)
+    kept: dict[tuple[str, float | None], list[int]] = {}
+    for key, rule in wanted_rules.items():
+        selection = select(ranking, rule, load_rule_inputs(store, ranking, rule))
         kept_rows = set(selected_row_idx(ranking, selection, "kept").tolist())
-        kept[ratio] = [k for k, p in enumerate(pool_pos) if row_idx[p] in kept_rows]
+        kept[key] = [k for k, p in enumerate(pool_pos) if row_idx[p] in kept_rows]
     info = {
         "tokenizer": source,
         "eval_samples": len(eval_pos),
@@ -343,6 +351,8 @@ def _claim(store: Store, spec: Spec, run: dict, n_total: int) -> None:
             "seeds": spec.seeds,
             "budget": spec.budget,
             "quick": spec.quick,
+            "stratify": spec.stratify,
+            "dedup": spec.dedup,
             "split_seed": SPLIT_SEED,
             "dataset": run["dataset"],
             "argv": spec.argv(),
@@ -438,7 +448,9 @@ def load_results(store: Store, validation_id: str) -> pd.DataFrame:
     """One row per finished arm, with exactly the keys of RESULT_KEYS."""
     return store.query_df(
         f"SELECT {', '.join(RESULT_KEYS)} FROM validation_results WHERE validation_id = ? "
-        "ORDER BY seed, CASE arm WHEN 'full' THEN 0 WHEN 'pruned' THEN 1 ELSE 2 END, ratio",
+        "ORDER BY seed, CASE arm "
+        + " ".join(f"WHEN '{a}' THEN {i}" for i, a in enumerate(ARMS))
+        + " END, ratio",
         [validation_id],
     )
 
@@ -463,12 +475,14 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     ).reset_index()
     out[["bpt_std", "bpb_std"]] = out[["bpt_std", "bpb_std"]].fillna(0.0)
     wide = df.pivot_table(index=["ratio", "seed"], columns="arm", values="val_bits_per_token")
-    diffs = {}
-    if {"pruned", "random"} <= set(wide.columns):
-        paired = (wide["pruned"] - wide["random"]).dropna()
-        diffs = paired.groupby(level="ratio").mean().to_dict()
+    diffs = {}  # (arm, ratio) -> mean paired difference from its random partner
+    for arm, partner in RANDOM_PARTNER.items():
+        if {arm, partner} <= set(wide.columns):
+            paired = (wide[arm] - wide[partner]).dropna()
+            for r, d in paired.groupby(level="ratio").mean().items():
+                diffs[(arm, r)] = d
     pairs = zip(out["arm"], out["ratio"], strict=True)
-    out["minus_random"] = [diffs.get(r) if a == "pruned" else None for a, r in pairs]
+    out["minus_random"] = [diffs.get((a, r)) for a, r in pairs]
     out["arm_order"] = out["arm"].map({a: i for i, a in enumerate(ARMS)})
     out = out.sort_values(["ratio", "arm_order"]).reset_index(drop=True)
     out["ratio"] = out["ratio"].astype(object).where(out["ratio"] >= 0, None)
@@ -478,14 +492,14 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
 def format_summary(summary: pd.DataFrame) -> str:
     """The table the CLI prints at the end."""
     lines = [
-        f"{'arm':<7} {'ratio':>5} {'seeds':>5} {'bits/token':>17} {'bits/byte':>17} "
-        f"{'train tokens':>12} {'steps':>5} {'pruned-random':>13}"
+        f"{'arm':<12} {'ratio':>5} {'seeds':>5} {'bits/token':>17} {'bits/byte':>17} "
+        f"{'train tokens':>12} {'steps':>5} {'minus random':>13}"
     ]
     for r in summary.itertuples():
         ratio = "" if r.ratio is None or pd.isna(r.ratio) else f"{r.ratio:g}"
         diff = "" if r.minus_random is None or pd.isna(r.minus_random) else f"{r.minus_random:+.4f}"
         lines.append(
-            f"{r.arm:<7} {ratio:>5} {r.seeds:>5} "
+            f"{r.arm:<12} {ratio:>5} {r.seeds:>5} "
             f"{r.bpt_mean:>8.4f} ± {r.bpt_std:<6.4f} {r.bpb_mean:>8.4f} ± {r.bpb_std:<6.4f} "
             f"{r.train_tokens:>12,.0f} {r.steps:>5.0f} {diff:>13}"
         )
@@ -519,6 +533,13 @@ def write_results_json(path: str | Path, results: pd.DataFrame) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps({"results": result_rows(results)}, indent=1) + "\n")
     os.replace(tmp, path)
+
+
+def dataset_of(store: Store, run_id: str) -> str:
+    """The dataset RUN scored (whose metadata columns a stratified rule can use)."""
+    from core.scoring import get_run
+
+    return get_run(store, run_id)["dataset"]
 
 
 def available_scores(store: Store, run_id: str) -> list[str]:

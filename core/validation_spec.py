@@ -19,6 +19,9 @@ from core.rule_names import RULES
 from core.train_options import SIZES, TrainConfig
 
 BUDGETS = ("equal-steps", "equal-epochs")
+DEDUP_MODES = ("exact", "near")
+# Each arm a rule trains on, and the random arm with as many tokens it is compared with.
+RANDOM_PARTNER = {"pruned": "random", "dedup": "dedup-random", "dedup+pruned": "dedup+random"}
 ARM_SIZES = tuple(SIZES)[:2]  # the two smallest: a larger model would take hours per arm on a CPU
 DEFAULT_SCORE = "bits_per_token"  # the same default as `infoprune export`
 SPLIT_SEED = 0  # the evaluation set and the pool are the same for every seed: arms are paired
@@ -81,6 +84,18 @@ class ValidateOptions:
         help="every arm the same optimiser steps, or the same passes over its data",
     )
     quick: bool = option(False, help="a smaller pool and fewer steps (demos, tests)")
+    stratify: str | None = option(
+        None,
+        metavar="COLUMN",
+        help="apply the ratios within each value of a metadata column (COLUMN:domain for URLs), "
+        "so the pruned arm keeps the mix of groups",
+    )
+    dedup: str | None = option(
+        None,
+        choices=DEDUP_MODES,
+        help="also train on the pool without its exact or near duplicates ('dedup'), on that "
+        "after the rule ('dedup+pruned'), and on random subsets with as many tokens as each",
+    )
 
 
 @dataclass(frozen=True)
@@ -95,12 +110,16 @@ class Spec:
     budget: str
     settings: Settings
     quick: bool = False
+    stratify: str | None = None
+    dedup: str | None = None
 
     @property
     def validation_id(self) -> str:
+        modifiers = {k: v for k, v in (("stratify", self.stratify), ("dedup", self.dedup)) if v}
         blob = json.dumps(
             [self.run_id, self.score, self.rule, self.ratios, self.seeds, self.budget]
-            + [asdict(self.settings)],
+            + [asdict(self.settings)]
+            + ([modifiers] if modifiers else []),  # the ids of plain validations stay as they were
             sort_keys=True,
         )
         return "val-" + hashlib.sha256(blob.encode()).hexdigest()[:12]
@@ -115,9 +134,23 @@ class Spec:
         out = []
         for seed in range(self.seeds):
             out.append(("full", None, seed))
+            if self.dedup:
+                out += [("dedup", None, seed), ("dedup-random", None, seed)]
             for r in self.ratio_values:
                 out += [("pruned", r, seed), ("random", r, seed)]
+                if self.dedup:
+                    out += [("dedup+pruned", r, seed), ("dedup+random", r, seed)]
         return out
+
+    def arm_rule(self, pair: tuple[float, float] | None, dedup: bool = False):
+        """The `core.rules.Rule` an arm keeps the samples of: the ratio PAIR (None: prune
+        nothing by ratio), stratified as asked, deduplicating first with DEDUP."""
+        return rule_for(
+            self.rule,
+            pair or (0.0, 0.0),
+            stratify=self.stratify if pair else None,
+            dedup=self.dedup if dedup else None,
+        )
 
     def options(self) -> ValidateOptions:
         """The options that `make_spec` turns into this very spec."""
@@ -130,6 +163,8 @@ class Spec:
             size=self.settings.size,
             budget=self.budget,
             quick=self.quick,
+            stratify=self.stratify,
+            dedup=self.dedup,
         )
 
     def argv(self) -> list[str]:
@@ -148,7 +183,22 @@ def make_spec(opts: ValidateOptions) -> Spec:
         raise InputError("--seeds must be 1 or more")
     settings = replace(PRESETS["quick" if opts.quick else "default"], size=opts.size)
     ratios = parse_ratios(opts.rule, opts.ratios)
-    return Spec(opts.run, opts.score, opts.rule, ratios, seeds, opts.budget, settings, opts.quick)
+    if opts.dedup is not None and opts.dedup not in DEDUP_MODES:
+        raise InputError(f"unknown dedup '{opts.dedup}' — use {' or '.join(DEDUP_MODES)}")
+    spec = Spec(
+        opts.run,
+        opts.score,
+        opts.rule,
+        ratios,
+        seeds,
+        opts.budget,
+        settings,
+        opts.quick,
+        stratify=opts.stratify or None,
+        dedup=opts.dedup,
+    )
+    spec.arm_rule(ratios[0], dedup=bool(spec.dedup))  # the rule's own checks of its modifiers
+    return spec
 
 
 def parse_ratios(rule: str, text: str) -> tuple[tuple[float, float], ...]:
@@ -198,13 +248,16 @@ def parse_ratios(rule: str, text: str) -> tuple[tuple[float, float], ...]:
     return tuple(out)
 
 
-def rule_for(rule: str, pair: tuple[float, float]):
-    """The `core.rules.Rule` that prunes the (low, high) shares PAIR."""
+def rule_for(rule: str, pair: tuple[float, float], **modifiers):
+    """The `core.rules.Rule` that prunes the (low, high) shares PAIR (with MODIFIERS: stratify,
+    dedup)."""
     from core.rules import Rule
 
     if rule == "keep-middle":
-        return Rule(rule, *pair)
-    return Rule(rule, pair[0], None) if rule == "prune-low" else Rule(rule, None, pair[1])
+        return Rule(rule, *pair, **modifiers)
+    if rule == "prune-low":
+        return Rule(rule, pair[0], None, **modifiers)
+    return Rule(rule, None, pair[1], **modifiers)
 
 
 def format_ratios(rule: str, ratios) -> str:

@@ -10,6 +10,7 @@ from core.errors import InputError
 from core.validate import (
     available_scores,
     cancel_validation,
+    dataset_of,
     list_validations,
     load_results,
     resume_validation_job,
@@ -25,7 +26,16 @@ from core.validation_spec import (
     ValidateOptions,
     make_spec,
 )
-from ui.common import RULE_LABELS, fmt_int, get_store, pick_run, require_access, show_error
+from ui.common import (
+    RULE_LABELS,
+    fmt_int,
+    get_store,
+    pick_dedup,
+    pick_run,
+    pick_stratify,
+    require_access,
+    show_error,
+)
 
 require_access()  # first: see ui/common.py
 
@@ -33,7 +43,23 @@ BUDGET_LABELS = {
     "equal-steps": "Equal steps (same compute for every arm)",
     "equal-epochs": "Equal epochs (pruned arms train less: the compute-saving view)",
 }
-ARM_COLORS = {"full": "#7f7f7f", "pruned": "#d62728", "random": "#1f77b4"}
+ARM_COLORS = {
+    "full": "#7f7f7f",
+    "pruned": "#d62728",
+    "random": "#1f77b4",
+    "dedup": "#2ca02c",
+    "dedup-random": "#17becf",
+    "dedup+pruned": "#9467bd",
+    "dedup+random": "#8c564b",
+}
+ARM_LABELS = {
+    "pruned": "pruned by the rule",
+    "random": "random, as many tokens",
+    "dedup": "duplicates removed",
+    "dedup-random": "random, as many tokens as dedup",
+    "dedup+pruned": "duplicates removed, then the rule",
+    "dedup+random": "random, as many tokens as dedup + rule",
+}
 
 st.title("Validate a rule")
 st.caption(
@@ -64,6 +90,9 @@ def start_form(run_id: str) -> None:
         c3, c4 = st.columns(2)
         seeds = c3.number_input("Seeds", min_value=1, max_value=10, value=3)
         size = c4.selectbox("Model size", ARM_SIZES)
+        c5, c6 = st.columns(2)
+        stratify = pick_stratify(store, dataset_of(store, run_id), "validate_stratify", c5)
+        dedup = pick_dedup("validate_dedup", c6)
         budget = st.radio("Budget", BUDGETS, format_func=BUDGET_LABELS.get)
         quick = st.checkbox(
             "Quick: a smaller pool and fewer steps (a minute or two per ratio and seed)",
@@ -83,6 +112,8 @@ def start_form(run_id: str) -> None:
             size=size,
             budget=budget,
             quick=quick,
+            stratify=stratify,
+            dedup=dedup,
         )
         spec = make_spec(opts)
         vid = start_validation_job(store, spec)
@@ -114,7 +145,18 @@ def chart(summary: pd.DataFrame, metric: str) -> go.Figure:
     # From 0 (nothing pruned) to a little past the largest ratio, the arms drawn a little apart
     # so that one ratio's error bars do not hide each other; the ticks mark the ratios themselves.
     right = max(ratios, default=0.5) * 1.25 + 0.02
-    for arm, nudge in (("pruned", -0.01), ("random", 0.01)):
+    for arm in ("dedup", "dedup-random"):  # no ratio: a level, like the full arm
+        level = summary[summary["arm"] == arm]
+        if not level.empty:
+            fig.add_hline(
+                y=float(level[mean].iloc[0]),
+                line_dash="dot",
+                line_color=ARM_COLORS[arm],
+                annotation_text=ARM_LABELS[arm],
+                annotation_position="bottom right" if arm == "dedup" else "top right",
+            )
+    nudges = {"pruned": -0.01, "random": 0.01, "dedup+pruned": -0.02, "dedup+random": 0.02}
+    for arm, nudge in nudges.items():
         part = summary[summary["arm"] == arm]
         if part.empty:
             continue
@@ -126,7 +168,7 @@ def chart(summary: pd.DataFrame, metric: str) -> go.Figure:
                 hovertemplate="%{customdata:.1%} pruned: %{y:.4f}<extra>" + arm + "</extra>",
                 error_y={"type": "data", "array": part[std], "visible": True},
                 mode="lines+markers",
-                name=f"{arm} subset",
+                name=ARM_LABELS[arm],
                 line_color=ARM_COLORS[arm],
             )
         )
@@ -139,6 +181,16 @@ def chart(summary: pd.DataFrame, metric: str) -> go.Figure:
     )
     fig.update_xaxes(range=[0, right], tickvals=[0, *ratios], tickformat=".0%")
     return fig
+
+
+def modifiers(settings: dict) -> list[str]:
+    """A validation's stratify and dedup, in words (none for a plain one)."""
+    out = []
+    if settings.get("stratify"):
+        out.append(f"within each {settings['stratify']}")
+    if settings.get("dedup"):
+        out.append(f"{settings['dedup']} dedup arms")
+    return out
 
 
 @st.fragment(run_every=2)
@@ -163,7 +215,9 @@ def live(run_id: str) -> None:
             cols[0].caption(last)
 
     labels = {
-        v.validation_id: f"{v.validation_id} · {v.score} · {v.rule} {v.ratios} · {v.status}"
+        v.validation_id: f"{v.validation_id} · {v.score} · {v.rule} {v.ratios}"
+        + "".join(f" · {m}" for m in modifiers(v.settings))
+        + f" · {v.status}"
         for v in vals.itertuples()
     }
     ids = list(labels)
@@ -210,7 +264,11 @@ def live(run_id: str) -> None:
                 "train_tokens": st.column_config.NumberColumn("train tokens", format="%d"),
                 "steps": st.column_config.NumberColumn("steps", format="%d"),
                 "minus_random": st.column_config.NumberColumn(
-                    "pruned − random", format="%+.4f", help="paired by seed, bits/token"
+                    "− its random arm",
+                    format="%+.4f",
+                    help="bits/token, paired by seed: pruned − random, dedup − dedup-random, "
+                    "dedup+pruned − dedup+random. Below 0: the arm beats a random subset with as "
+                    "many tokens.",
                 ),
             },
         )

@@ -219,3 +219,43 @@ def pick_group_by(store: Store, dataset: str, key: str, container=st):
     )
     st.session_state[GROUP_BY_KEY] = None if choice == NO_GROUP else choice
     return None if choice == NO_GROUP else GroupBy.parse(choice)
+
+
+NO_STRATIFY = "(whole dataset)"
+DEDUP_LABELS = {
+    None: "Keep duplicates",
+    "exact": "Remove exact duplicates first",
+    "near": "Remove near duplicates first",
+}
+
+
+def pick_stratify(store: Store, dataset: str, key: str, container=st) -> str | None:
+    """A "Within each" select over DATASET's metadata columns: the column a stratified rule
+    applies its ratio within (as a GroupBy spelling), or None for the whole dataset."""
+    from core.groups import group_options
+
+    options = {str(o): o.label for o in group_options(store, dataset)}
+    texts = [NO_STRATIFY, *options]
+    choice = container.selectbox(
+        "Within each",
+        texts,
+        format_func=lambda t: options.get(t, t),
+        key=key,
+        disabled=not options,
+        help="Apply the ratio within each value of a metadata column, so every group loses the "
+        "same share and the mix of the dataset is kept (a stratified rule).",
+    )
+    return None if choice == NO_STRATIFY else choice
+
+
+def pick_dedup(key: str, container=st) -> str | None:
+    """The dedup modifier: None, 'exact' or 'near'."""
+    return container.selectbox(
+        "Duplicates",
+        list(DEDUP_LABELS),
+        format_func=DEDUP_LABELS.get,
+        key=key,
+        help="Keep one sample of each group of byte-identical texts (exact) or of each cluster "
+        "of texts with estimated word 5-gram Jaccard ≥ 0.8 (near) — the one with the smallest "
+        "sample id — and prune the other copies before the rule ranks the rest.",
+    )
