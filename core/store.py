@@ -86,6 +86,13 @@ SCHEMA = [
         word VARCHAR NOT NULL,
         count BIGINT NOT NULL
     )""",
+    # The samples of a run that have a duplicate, and their clusters (core/duplicates.py).
+    """CREATE TABLE IF NOT EXISTS dup_clusters (
+        run_id VARCHAR NOT NULL,
+        sample_id VARCHAR NOT NULL,
+        cluster_id BIGINT NOT NULL,
+        exact_cluster_id BIGINT
+    )""",
     """CREATE TABLE IF NOT EXISTS probe_samples (
         model_hash VARCHAR NOT NULL,
         fingerprint VARCHAR NOT NULL,
@@ -146,6 +153,34 @@ SCHEMA = [
         train_tokens BIGINT,
         steps BIGINT,
         seconds DOUBLE
+    )""",
+    # Each evaluation document's bits under each arm: per-group effects and bootstrap intervals.
+    """CREATE TABLE IF NOT EXISTS validation_doc_bits (
+        validation_id VARCHAR NOT NULL,
+        eval_set VARCHAR NOT NULL,
+        arm VARCHAR NOT NULL,
+        ratio DOUBLE,
+        seed INTEGER NOT NULL,
+        doc INTEGER NOT NULL,
+        bits DOUBLE NOT NULL,
+        tokens BIGINT NOT NULL,
+        n_bytes BIGINT NOT NULL
+    )""",
+    # The documents of each evaluation set of a validation, with their group (core/validate.py).
+    """CREATE TABLE IF NOT EXISTS validation_eval_docs (
+        validation_id VARCHAR NOT NULL,
+        eval_set VARCHAR NOT NULL,
+        doc INTEGER NOT NULL,
+        sample_id VARCHAR NOT NULL,
+        grp VARCHAR
+    )""",
+    # A sweep: its configurations in order, each an ordinary validation (core/sweep.py).
+    """CREATE TABLE IF NOT EXISTS sweeps (
+        sweep_id VARCHAR PRIMARY KEY,
+        run_id VARCHAR NOT NULL,
+        configs JSON NOT NULL,
+        settings JSON NOT NULL,
+        created_at TIMESTAMP NOT NULL
     )""",
     """CREATE TABLE IF NOT EXISTS jobs (
         job_id VARCHAR PRIMARY KEY,
@@ -252,7 +287,10 @@ class Store:
                 con.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS pid_start BIGINT")
             # What a background job is doing before its progress counts (core.jobs.set_phase).
             con.execute("ALTER TABLE jobs ADD COLUMN IF NOT EXISTS phase VARCHAR")
-            # Measures' columns, added to stores made before the measure existed.
+            # Held-out bits on the user's target set (validate --eval-dataset).
+            for col in ("target_bits_per_token", "target_bits_per_byte"):
+                con.execute(f"ALTER TABLE validation_results ADD COLUMN IF NOT EXISTS {col} DOUBLE")
+            # Measures' and dataset-level columns, added to stores made before they existed.
             for col in [c for c in table_columns() if c not in ENGINE_COLUMNS]:
                 if not _IDENT.match(col):
                     raise ValueError(f"score name {col!r} is not a plain identifier")

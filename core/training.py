@@ -370,15 +370,27 @@ def load_tokenizer(path: Path):
     )
 
 
-def evaluate_bits(model, tokenizer, texts: list[str]) -> tuple[float, float]:
-    """(bits per token, bits per UTF-8 byte) over TEXTS, each scored whole as scoring does."""
+def document_bits(model, tokenizer, texts: list[str]) -> list[tuple[float, int, int]]:
+    """(bits, tokens, UTF-8 bytes) of each of TEXTS, scored whole as scoring does: what
+    per-group effects and bootstrap intervals over documents are computed from."""
     from core.engine import EngineSettings, Scorer
 
     scores = Scorer(model, tokenizer, EngineSettings(dtype="float32")).score_texts(texts)
-    bits = sum(s.bits_total for s in scores)
-    tokens = sum(s.n_tokens for s in scores)
-    n_bytes = sum(len(t.encode("utf-8")) for t in texts)
-    return bits / max(tokens, 1), bits / max(n_bytes, 1)
+    return [
+        (float(s.bits_total), int(s.n_tokens), len(t.encode("utf-8")))
+        for s, t in zip(scores, texts, strict=True)
+    ]
+
+
+def evaluate_bits(model, tokenizer, texts: list[str]) -> tuple[float, float]:
+    """(bits per token, bits per UTF-8 byte) over TEXTS, each scored whole as scoring does."""
+    return pooled_bits(document_bits(model, tokenizer, texts))
+
+
+def pooled_bits(docs: list[tuple[float, int, int]]) -> tuple[float, float]:
+    """(bits per token, bits per byte) of documents given as (bits, tokens, bytes)."""
+    bits = sum(d[0] for d in docs)
+    return bits / max(sum(d[1] for d in docs), 1), bits / max(sum(d[2] for d in docs), 1)
 
 
 def unigram_bits(tokenizer, train_texts: list[str], val_texts: list[str]) -> float:

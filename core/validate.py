@@ -15,6 +15,7 @@ row of `validation_results`, so running the same command again skips what is don
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -23,15 +24,17 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from core import jobs
 from core.datasets import DatasetChanged, change_since, texts_by_id
+from core.effects import HELDOUT, TARGET
 from core.errors import InputError, first_line
 from core.jobs import CancelToken, job_for_ref, read_log_tail, start_job
 from core.store import Store
 from core.train_options import Budget
-from core.training import encode, evaluate_bits, train_lm, train_tokenizer
+from core.training import document_bits, encode, pooled_bits, train_lm, train_tokenizer
 from core.validation_spec import (
     RANDOM_PARTNER,
     SPLIT_SEED,
@@ -39,6 +42,7 @@ from core.validation_spec import (
     arm_steps,
     matched_random,
     packed_rows,
+    seeded_order,
     split_eval_pool,
 )
 
@@ -52,17 +56,25 @@ RESULT_KEYS = (
     "train_tokens",
     "steps",
     "seconds",
+    "target_bits_per_token",
+    "target_bits_per_byte",
 )
+
 MAX_REUSED_VOCAB = 16384  # a larger vocabulary would make the tiny model mostly embedding
 MIN_POOL_DOCS = 10
 
 
 def check_spec(store: Store, spec: Spec) -> dict:
     """Everything a user can get wrong, before any work: the run and the score. Returns the run."""
+    from core.groups import GroupBy, load_groups
     from core.prune import check_run_current, check_score
 
     run = check_run_current(store, spec.run_id)
     check_score(store, spec.run_id, spec.score)
+    for column in {spec.stratify, spec.group_by} - {None}:
+        load_groups(store, run["dataset"], GroupBy.parse(column), top=None)
+    if spec.eval_dataset:
+        _target_rows(store, spec, run)
     return run
 
 
@@ -107,19 +119,37 @@ class Trainer:
             on_progress=on_progress,
         )
 
-    def evaluate(self, model, tokenizer, texts) -> tuple[float, float]:
-        """(bits per token, bits per byte) of TEXTS, as `evaluate_bits` measures them."""
-        return evaluate_bits(model, tokenizer, texts)
+    def evaluate(self, model, tokenizer, texts) -> list[tuple[float, int, int]]:
+        """(bits, tokens, bytes) of each of TEXTS, as `document_bits` measures them."""
+        return document_bits(model, tokenizer, texts)
+
+
+@dataclass
+class EvalSet:
+    """One evaluation set: its texts, their sample ids and their group (for per-group bits)."""
+
+    texts: list[str]
+    sample_ids: list[str]
+    groups: list[str | None]
+
+
+@dataclass
+class Pool:
+    """What every arm of a validation shares, and so does every configuration of a sweep: the
+    evaluation sets, the training pool tokenised once, and the tokenizer."""
+
+    eval_sets: dict[str, EvalSet]  # HELDOUT, and TARGET with --eval-dataset
+    pool_texts: list[str]
+    pool_tokens: list[int]
+    pool_row_idx: list[int]  # samples.row_idx of each pool text
+    tokenizer: object
+    info: dict
 
 
 @dataclass
 class _Data:
-    eval_texts: list[str]
-    pool_texts: list[str]
-    pool_tokens: list[int]
+    pool: Pool
     kept: dict[tuple[str, float | None], list[int]]  # (arm, ratio) -> pool positions kept
-    tokenizer: object
-    info: dict
 
 
 @dataclass
@@ -144,15 +174,17 @@ def run_validation(
     cancel: CancelToken | None = None,
     on_event: Callable[[ArmEvent], None] | None = None,
     trainer: Trainer | None = None,
+    pool: Pool | None = None,
 ) -> Outcome:
-    """Train every arm of SPEC not yet in the store (resuming a stopped validation)."""
+    """Train every arm of SPEC not yet in the store (resuming a stopped validation). A sweep
+    passes the POOL its configurations share (`prepare_pool`)."""
     run = check_spec(store, spec)
     vid = spec.validation_id
     arms = spec.arms()
     _claim(store, spec, run, len(arms))
     job = _Job(store, spec, run, cancel or CancelToken(), on_event, trainer or Trainer())
     try:
-        status = _train_arms(job, arms)
+        status = _train_arms(job, arms, pool)
     except BaseException as exc:
         _finish(store, vid, "failed", first_line(exc))
         raise
@@ -162,28 +194,32 @@ def run_validation(
     return Outcome(vid, status, result_rows(load_results(store, vid)))
 
 
-def _train_arms(job: _Job, arms) -> str:
+def _train_arms(job: _Job, arms, pool: Pool | None) -> str:
     store, spec = job.store, job.spec
     vid = spec.validation_id
     done = set(_done_keys(store, vid))
+    for seed in {seed for arm, _, seed in arms if arm == "full"}:
+        if ("full", None, seed) not in done and _reuse_full_arm(store, spec, seed):
+            done.add(("full", None, seed))  # trained by another validation of the same pool
     todo = [key for key in arms if key not in done]
     for i, (arm, ratio, seed) in enumerate(arms, 1):
         if (arm, ratio, seed) in done:
             job.emit(ArmEvent(i, len(arms), arm, ratio, seed, skipped=True))
     if not todo:
         return "done"
-    data = _prepare_data(store, spec, job.run)
-    _record_info(store, vid, data.info)
+    pool = pool or prepare_pool(store, spec, job.run)
+    data = _Data(pool, kept_sets(store, spec, pool))
+    _record_info(store, vid, pool.info, pool.eval_sets)
     s = spec.settings
     config = s.config()
-    full_rows = packed_rows(data.pool_tokens, s.seq_len)
+    full_rows = packed_rows(pool.pool_tokens, s.seq_len)
     for i, (arm, ratio, seed) in enumerate(arms, 1):
         if (arm, ratio, seed) in done:
             continue
         if job.cancel.cancelled:
             return "cancelled"
         positions = _arm_positions(data, arm, ratio, seed)
-        tokens = [data.pool_tokens[p] for p in positions]
+        tokens = [pool.pool_tokens[p] for p in positions]
         steps = arm_steps(spec, packed_rows(tokens, s.seq_len), full_rows)
 
         def progress(p, i=i, arm=arm, ratio=ratio, seed=seed):
@@ -191,9 +227,9 @@ def _train_arms(job: _Job, arms) -> str:
 
         start = time.monotonic()
         model, stats = job.trainer.train(
-            data.tokenizer,
-            [data.pool_texts[p] for p in positions],
-            data.eval_texts,
+            pool.tokenizer,
+            [pool.pool_texts[p] for p in positions],
+            pool.eval_sets[HELDOUT].texts,
             config,
             Budget(steps=steps),
             seed,
@@ -202,7 +238,12 @@ def _train_arms(job: _Job, arms) -> str:
         )
         if stats.status != "done":
             return "cancelled"
-        bpt, bpb = job.trainer.evaluate(model, data.tokenizer, data.eval_texts)
+        docs = {
+            name: job.trainer.evaluate(model, pool.tokenizer, eval_set.texts)
+            for name, eval_set in pool.eval_sets.items()
+        }
+        bpt, bpb = pooled_bits(docs[HELDOUT])
+        target = pooled_bits(docs[TARGET]) if TARGET in docs else (None, None)
         row = {
             "arm": arm,
             "ratio": ratio,
@@ -212,28 +253,86 @@ def _train_arms(job: _Job, arms) -> str:
             "train_tokens": stats.train_tokens,
             "steps": stats.steps,
             "seconds": time.monotonic() - start,
+            "target_bits_per_token": target[0],
+            "target_bits_per_byte": target[1],
         }
-        _insert_result(store, vid, row)
+        _insert_result(store, vid, row, docs)
         job.emit(ArmEvent(i, len(arms), arm, ratio, seed, steps, steps, result=row))
     return "done"
 
 
 def _arm_positions(data: _Data, arm: str, ratio: float | None, seed: int) -> list[int]:
+    tokens = data.pool.pool_tokens
     if arm == "full":
-        return list(range(len(data.pool_texts)))
+        return list(range(len(tokens)))
     if (arm, ratio) in data.kept:
         return data.kept[(arm, ratio)]
     partner = next(a for a, r in RANDOM_PARTNER.items() if r == arm)
-    target = sum(data.pool_tokens[p] for p in data.kept[(partner, ratio)])
+    target = sum(tokens[p] for p in data.kept[(partner, ratio)])
     # Seeded by (seed, ratio): each ratio's random arm is its own draw, the same on every resume.
     draw = seed * 1_000_003 + round((ratio or 0.0) * 1e6) + (0 if arm == "random" else len(arm))
-    return matched_random(data.pool_tokens, target, draw)
+    return matched_random(tokens, target, draw)
 
 
-def _prepare_data(store: Store, spec: Spec, run: dict) -> _Data:
-    """The evaluation set, the pool, the kept part of the pool per ratio, and the tokenizer."""
+def _reuse_full_arm(store: Store, spec: Spec, seed: int) -> bool:
+    """Copy SEED's full arm (result and document bits) from another validation of the very same
+    pool, evaluation sets and training (`Spec.pool_key`): it trained on exactly the same data."""
+    vid = spec.validation_id
+    with store.transaction() as con:
+        found = con.execute(
+            "SELECT r.validation_id FROM validation_results r JOIN validations v "
+            "USING (validation_id) WHERE r.arm = 'full' AND r.seed = ? AND r.validation_id <> ? "
+            "AND json_extract_string(v.settings, '$.pool_key') = ? "
+            "AND EXISTS (SELECT 1 FROM validation_doc_bits b WHERE b.validation_id = "
+            "r.validation_id AND b.arm = 'full' AND b.seed = ?) LIMIT 1",
+            [seed, vid, spec.pool_key, seed],
+        ).fetchall()
+        if not found:
+            return False
+        source = found[0][0]
+        columns = ", ".join(RESULT_KEYS)
+        con.execute(
+            f"INSERT INTO validation_results (validation_id, {columns}) SELECT ?, {columns} "
+            "FROM validation_results WHERE validation_id = ? AND arm = 'full' AND seed = ?",
+            [vid, source, seed],
+        )
+        con.execute(
+            "INSERT INTO validation_doc_bits SELECT ?, eval_set, arm, ratio, seed, doc, bits, "
+            "tokens, n_bytes FROM validation_doc_bits WHERE validation_id = ? AND arm = 'full' "
+            "AND seed = ?",
+            [vid, source, seed],
+        )
+        con.execute(
+            "UPDATE validations SET n_done = (SELECT count(*) FROM validation_results "
+            "WHERE validation_id = ?), updated_at = now() WHERE validation_id = ?",
+            [vid, vid],
+        )
+    return True
+
+
+def kept_sets(store: Store, spec: Spec, pool: Pool) -> dict[tuple[str, float | None], list[int]]:
+    """(arm, ratio) -> the positions in POOL that the arm's rule keeps: the rule applied to the
+    whole run, exactly as an export would, then met with the pool."""
     from core.prune import load_ranking, load_rule_inputs, select, selected_row_idx
 
+    ranking = load_ranking(store, spec.run_id, spec.score)
+    wanted_rules = {}
+    for pair, ratio in zip(spec.ratios, spec.ratio_values, strict=True):
+        wanted_rules[("pruned", ratio)] = spec.arm_rule(pair)
+        if spec.dedup:
+            wanted_rules[("dedup+pruned", ratio)] = spec.arm_rule(pair, dedup=True)
+    if spec.dedup:
+        wanted_rules[("dedup", None)] = spec.arm_rule(None, dedup=True)
+    kept: dict[tuple[str, float | None], list[int]] = {}
+    for key, rule in wanted_rules.items():
+        selection = select(ranking, rule, load_rule_inputs(store, ranking, rule))
+        kept_rows = set(selected_row_idx(ranking, selection, "kept").tolist())
+        kept[key] = [k for k, r in enumerate(pool.pool_row_idx) if r in kept_rows]
+    return kept
+
+
+def prepare_pool(store: Store, spec: Spec, run: dict) -> Pool:
+    """The evaluation sets, the training pool (tokenised once) and the tokenizer of SPEC."""
     with store.connect() as con:
         change = change_since(con, run["dataset"], run["fingerprint"])
         if change:
@@ -244,6 +343,10 @@ def _prepare_data(store: Store, spec: Spec, run: dict) -> _Data:
             "SELECT row_idx, sample_id, n_bytes FROM samples WHERE dataset = ? ORDER BY row_idx",
             [run["dataset"]],
         ).fetchall()
+    target = _target_rows(store, spec, run) if spec.eval_dataset else None
+    if target is not None and spec.eval_dataset == run["dataset"]:
+        reserved = set(target[1])  # the target is never in the pool nor the held-out set
+        rows = [r for r in rows if r[1] not in reserved]
     row_idx = [r[0] for r in rows]
     ids = [r[1] for r in rows]
     seen = {
@@ -265,23 +368,21 @@ def _prepare_data(store: Store, spec: Spec, run: dict) -> _Data:
     wanted = [ids[p] for p in eval_pos + pool_pos]
     texts = texts_by_id(store, run["dataset"], wanted, run["fingerprint"])
     eval_texts, pool_texts = texts[: len(eval_pos)], texts[len(eval_pos) :]
+    in_pool = {_text_hash(t) for t in pool_texts}
+    by = _report_by(store, spec, run["dataset"])
+    eval_ids = [ids[p] for p in eval_pos]
+    eval_sets = {HELDOUT: EvalSet(eval_texts, eval_ids, _groups_of(store, run, by, eval_ids))}
+    info = {
+        "group_by": by,
+        "heldout_texts_in_pool": sum(_text_hash(t) in in_pool for t in eval_texts),
+    }
+    if target is not None:
+        eval_sets[TARGET], info[f"{TARGET}_excluded_in_pool"] = _target_set(
+            store, spec, target, in_pool, by
+        )
     tokenizer, source = _tokenizer(store, spec, run, pool_texts)
     pool_tokens = [len(t) for t in encode(tokenizer, pool_texts)]
-
-    ranking = load_ranking(store, spec.run_id, spec.score)
-    wanted_rules = {}
-    for pair, ratio in zip(spec.ratios, spec.ratio_values, strict=True):
-        wanted_rules[("pruned", ratio)] = spec.arm_rule(pair)
-        if spec.dedup:
-            wanted_rules[("dedup+pruned", ratio)] = spec.arm_rule(pair, dedup=True)
-    if spec.dedup:
-        wanted_rules[("dedup", None)] = spec.arm_rule(None, dedup=True)
-    kept: dict[tuple[str, float | None], list[int]] = {}
-    for key, rule in wanted_rules.items():
-        selection = select(ranking, rule, load_rule_inputs(store, ranking, rule))
-        kept_rows = set(selected_row_idx(ranking, selection, "kept").tolist())
-        kept[key] = [k for k, p in enumerate(pool_pos) if row_idx[p] in kept_rows]
-    info = {
+    info |= {
         "tokenizer": source,
         "eval_samples": len(eval_pos),
         "eval_text_bytes": sum(len(t.encode("utf-8")) for t in eval_texts),
@@ -289,7 +390,105 @@ def _prepare_data(store: Store, spec: Spec, run: dict) -> _Data:
         "pool_tokens": sum(pool_tokens),
         "probe_samples_excluded": len(seen),
     }
-    return _Data(eval_texts, pool_texts, pool_tokens, kept, tokenizer, info)
+    if TARGET in eval_sets:
+        info[f"{TARGET}_samples"] = len(eval_sets[TARGET].texts)
+        info[f"{TARGET}_text_bytes"] = sum(len(t.encode("utf-8")) for t in eval_sets[TARGET].texts)
+    pool_rows = [row_idx[p] for p in pool_pos]
+    return Pool(eval_sets, pool_texts, pool_tokens, pool_rows, tokenizer, info)
+
+
+def _text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _report_by(store: Store, spec: Spec, dataset: str) -> str | None:
+    """The column per-group bits are reported by: --group-by, else the stratify column, else
+    `source` when the dataset has it."""
+    from core.groups import group_options
+
+    if spec.group_by or spec.stratify:
+        return spec.group_by or spec.stratify
+    return "source" if "source" in {str(o) for o in group_options(store, dataset)} else None
+
+
+def _groups_of(store: Store, run: dict, by: str | None, sample_ids: list[str]) -> list:
+    """The group label of each sample of the run's dataset under BY (None without BY)."""
+    return _labels_of(store, run["dataset"], by, sample_ids, required=True)
+
+
+def _labels_of(
+    store: Store, dataset: str, by: str | None, sample_ids: list[str], required: bool = False
+) -> list:
+    """The group label of each of SAMPLE_IDS of DATASET under BY; all None without BY, or when
+    the dataset lacks the column and it is not REQUIRED (a target dataset)."""
+    from core.groups import GroupBy, load_groups
+
+    if by is None:
+        return [None] * len(sample_ids)
+    try:
+        groups = load_groups(store, dataset, GroupBy.parse(by))
+    except InputError:
+        if required:
+            raise
+        return [None] * len(sample_ids)
+    rows = dict(store.query("SELECT sample_id, row_idx FROM samples WHERE dataset = ?", [dataset]))
+    return list(groups.label_of_rows(np.array([rows[i] for i in sample_ids], dtype=np.int64)))
+
+
+def _target_rows(store: Store, spec: Spec, run: dict) -> tuple[list[int], list[str]]:
+    """(row_idx, sample_id) of the --eval-dataset samples that --eval-filter picks."""
+    from core.datasets import get_dataset
+    from core.groups import GroupBy, load_groups
+
+    try:
+        get_dataset(store, spec.eval_dataset)
+    except InputError as exc:
+        raise InputError(f"--eval-dataset: {exc}", ui=f"Target dataset: {exc}") from None
+    rows = store.query(
+        "SELECT row_idx, sample_id FROM samples WHERE dataset = ? ORDER BY row_idx",
+        [spec.eval_dataset],
+    )
+    if spec.target_filter is not None:
+        column, value = spec.target_filter
+        groups = load_groups(store, spec.eval_dataset, GroupBy.parse(column), top=None)
+        if value not in groups.labels:
+            shown = ", ".join(sorted(groups.labels)[:20])
+            raise InputError(
+                f"--eval-filter: no sample of '{spec.eval_dataset}' has {column}={value}; its "
+                f"values are: {shown}",
+                ui=f"No sample has {column} = {value}; its values are: {shown}",
+            )
+        code = groups.labels.index(value)
+        rows = [r for r in rows if groups.codes[r[0]] == code]
+    return [r[0] for r in rows], [r[1] for r in rows]
+
+
+def _target_set(store: Store, spec: Spec, target, in_pool: set[str], by: str | None):
+    """(the target EvalSet, how many of its texts were left out for being in the pool): in
+    seeded order up to the held-out set's byte budget."""
+    from core.datasets import get_dataset
+
+    _, ids = target
+    fingerprint = get_dataset(store, spec.eval_dataset).fingerprint
+    texts = texts_by_id(store, spec.eval_dataset, ids, fingerprint)
+    chosen, excluded, got = [], 0, 0
+    for p in seeded_order(ids, SPLIT_SEED):
+        if got >= spec.settings.eval_bytes:
+            break
+        if _text_hash(texts[p]) in in_pool:
+            excluded += 1
+            continue
+        chosen.append(p)
+        got += len(texts[p].encode("utf-8"))
+    if not chosen:
+        raise InputError(
+            f"the target set is empty: every selected text of '{spec.eval_dataset}' is also in "
+            "the training pool — choose another dataset or filter",
+            ui="Every text of the target is also in the training pool — choose another target.",
+        )
+    chosen_ids = [ids[p] for p in chosen]
+    labels = _labels_of(store, spec.eval_dataset, by, chosen_ids)
+    return EvalSet([texts[p] for p in chosen], chosen_ids, labels), excluded
 
 
 def _tokenizer(store: Store, spec: Spec, run: dict, pool_texts: list[str]):
@@ -351,8 +550,8 @@ def _claim(store: Store, spec: Spec, run: dict, n_total: int) -> None:
             "seeds": spec.seeds,
             "budget": spec.budget,
             "quick": spec.quick,
-            "stratify": spec.stratify,
-            "dedup": spec.dedup,
+            **spec.extras(),
+            "pool_key": spec.pool_key,
             "split_seed": SPLIT_SEED,
             "dataset": run["dataset"],
             "argv": spec.argv(),
@@ -379,9 +578,21 @@ def _claim(store: Store, spec: Spec, run: dict, n_total: int) -> None:
         )
 
 
-def _record_info(store: Store, vid: str, info: dict) -> None:
-    """Add what the data turned out to be (pool and evaluation sizes, tokenizer) to the settings."""
+def _record_info(store: Store, vid: str, info: dict, eval_sets: dict[str, EvalSet]) -> None:
+    """Add what the data turned out to be (pool and evaluation sizes, tokenizer) to the settings,
+    and the evaluation documents with their groups."""
     with store.transaction() as con:
+        con.execute("DELETE FROM validation_eval_docs WHERE validation_id = ?", [vid])
+        for name, eval_set in eval_sets.items():
+            con.executemany(
+                "INSERT INTO validation_eval_docs VALUES (?, ?, ?, ?, ?)",
+                [
+                    [vid, name, k, sid, grp]
+                    for k, (sid, grp) in enumerate(
+                        zip(eval_set.sample_ids, eval_set.groups, strict=True)
+                    )
+                ],
+            )
         settings = json.loads(
             con.execute(
                 "SELECT settings FROM validations WHERE validation_id = ?", [vid]
@@ -400,8 +611,17 @@ def _done_keys(store: Store, vid: str) -> list[tuple[str, float | None, int]]:
     return [(a, None if r is None else round(r, 10), s) for a, r, s in rows]
 
 
-def _insert_result(store: Store, vid: str, row: dict) -> None:
+def _insert_result(store: Store, vid: str, row: dict, docs: dict[str, list]) -> None:
+    """One finished arm: its result row and each evaluation document's bits, together."""
     with store.transaction() as con:
+        for name, per_doc in docs.items():
+            con.executemany(
+                "INSERT INTO validation_doc_bits VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    [vid, name, row["arm"], row["ratio"], row["seed"], k, *d]
+                    for k, d in enumerate(per_doc)
+                ],
+            )
         con.execute(
             f"INSERT INTO validation_results (validation_id, {', '.join(RESULT_KEYS)}) "
             f"VALUES (?, {', '.join('?' for _ in RESULT_KEYS)})",
@@ -459,10 +679,12 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     """Mean ± std over seeds per (arm, ratio) (std is the sample std, 0 for one seed), and for
     pruned rows the mean paired difference pruned − random in bits per token."""
     cols = ["arm", "ratio", "seeds", "bpt_mean", "bpt_std", "bpb_mean", "bpb_std"]
-    cols += ["train_tokens", "steps", "minus_random"]
+    cols += ["train_tokens", "steps", "minus_random", "target_bpt_mean"]
     if results.empty:
         return pd.DataFrame(columns=cols)
     df = results.assign(ratio=results["ratio"].astype(float).fillna(-1.0))
+    if "target_bits_per_token" not in df:  # rows written before target sets existed
+        df["target_bits_per_token"] = np.nan
     g = df.groupby(["arm", "ratio"], sort=False)
     out = g.agg(
         seeds=("seed", "nunique"),
@@ -472,6 +694,7 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
         bpb_std=("val_bits_per_byte", "std"),
         train_tokens=("train_tokens", "mean"),
         steps=("steps", "mean"),
+        target_bpt_mean=("target_bits_per_token", "mean"),
     ).reset_index()
     out[["bpt_std", "bpb_std"]] = out[["bpt_std", "bpb_std"]].fillna(0.0)
     wide = df.pivot_table(index=["ratio", "seed"], columns="arm", values="val_bits_per_token")
@@ -521,6 +744,10 @@ def result_rows(results: pd.DataFrame) -> list[dict]:
                 "train_tokens": int(r["train_tokens"]),
                 "steps": int(r["steps"]),
                 "seconds": float(r["seconds"]),
+                **{
+                    k: None if r.get(k) is None or pd.isna(r[k]) else float(r[k])
+                    for k in ("target_bits_per_token", "target_bits_per_byte")
+                },
             }
         )
     return rows

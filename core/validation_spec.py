@@ -68,7 +68,9 @@ class ValidateOptions:
     """`infoprune validate` options as typed; `make_spec` checks them and fills in the defaults."""
 
     run: str = option(metavar="RUN", help="a finished scoring run")
-    rule: str = option(choices=RULES, help="which samples the rule prunes")
+    rule: str | None = option(
+        None, choices=RULES, help="which samples the rule prunes (with --sweep: only this rule)"
+    )
     ratios: str = option(
         "0.1,0.2,0.3",
         metavar="R,R,...",
@@ -89,6 +91,33 @@ class ValidateOptions:
         metavar="COLUMN",
         help="apply the ratios within each value of a metadata column (COLUMN:domain for URLs), "
         "so the pruned arm keeps the mix of groups",
+    )
+    eval_dataset: str | None = option(
+        None,
+        metavar="NAME",
+        help="also evaluate every arm on this dataset (or the part --eval-filter picks): the text "
+        "you want the model to be good at; never pruned, never in the training pool",
+    )
+    eval_filter: str | None = option(
+        None,
+        metavar="COLUMN=VALUE",
+        help="only the samples of --eval-dataset whose metadata COLUMN (COLUMN:domain for URLs) "
+        "is VALUE",
+    )
+    group_by: str | None = option(
+        None,
+        metavar="COLUMN",
+        help="report every arm's held-out bits per value of this metadata column (default: the "
+        "--stratify column, else 'source' when the dataset has one)",
+    )
+    sweep: bool = option(
+        False,
+        help="validate a grid of configurations — every rule (or --rule) × --ratios × the whole "
+        "dataset and within each --stratify column (default source) × every stored score (or "
+        "--score) — within --minutes, ranked, with the best one; run again to continue",
+    )
+    minutes: float | None = option(
+        None, metavar="M", help="the sweep's time budget (default 30; 5 with --quick)"
     )
     dedup: str | None = option(
         None,
@@ -112,10 +141,13 @@ class Spec:
     quick: bool = False
     stratify: str | None = None
     dedup: str | None = None
+    eval_dataset: str | None = None
+    eval_filter: str | None = None
+    group_by: str | None = None
 
     @property
     def validation_id(self) -> str:
-        modifiers = {k: v for k, v in (("stratify", self.stratify), ("dedup", self.dedup)) if v}
+        modifiers = {k: v for k, v in self.extras().items() if v}
         blob = json.dumps(
             [self.run_id, self.score, self.rule, self.ratios, self.seeds, self.budget]
             + [asdict(self.settings)]
@@ -142,6 +174,35 @@ class Spec:
                     out += [("dedup+pruned", r, seed), ("dedup+random", r, seed)]
         return out
 
+    @property
+    def pool_key(self) -> str:
+        """What the full arm depends on: the run, the sizes and training, the evaluation sets.
+        Validations with the same key train their full arm on exactly the same data."""
+        blob = json.dumps(
+            [self.run_id, self.budget, asdict(self.settings), SPLIT_SEED]
+            + [self.eval_dataset, self.eval_filter],
+            sort_keys=True,
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def extras(self) -> dict:
+        """The options added after the first validations (in the id only when given)."""
+        return {
+            "stratify": self.stratify,
+            "dedup": self.dedup,
+            "eval_dataset": self.eval_dataset,
+            "eval_filter": self.eval_filter,
+            "group_by": self.group_by,
+        }
+
+    @property
+    def target_filter(self) -> tuple[str, str] | None:
+        """(column, value) of --eval-filter, or None."""
+        if not self.eval_filter:
+            return None
+        column, _, value = self.eval_filter.partition("=")
+        return column, value
+
     def arm_rule(self, pair: tuple[float, float] | None, dedup: bool = False):
         """The `core.rules.Rule` an arm keeps the samples of: the ratio PAIR (None: prune
         nothing by ratio), stratified as asked, deduplicating first with DEDUP."""
@@ -163,8 +224,7 @@ class Spec:
             size=self.settings.size,
             budget=self.budget,
             quick=self.quick,
-            stratify=self.stratify,
-            dedup=self.dedup,
+            **self.extras(),
         )
 
     def argv(self) -> list[str]:
@@ -174,6 +234,11 @@ class Spec:
 
 def make_spec(opts: ValidateOptions) -> Spec:
     """The Spec of OPTS; --quick means one seed unless --seeds says otherwise."""
+    if opts.rule is None:
+        raise InputError(
+            "--rule is required (or pass --sweep to try every rule)",
+            ui="Choose a rule.",
+        )
     if opts.budget not in BUDGETS:
         raise InputError(f"unknown budget '{opts.budget}' — use {' or '.join(BUDGETS)}")
     if opts.size not in ARM_SIZES:
@@ -196,7 +261,22 @@ def make_spec(opts: ValidateOptions) -> Spec:
         opts.quick,
         stratify=opts.stratify or None,
         dedup=opts.dedup,
+        eval_dataset=opts.eval_dataset or None,
+        eval_filter=opts.eval_filter or None,
+        group_by=opts.group_by or None,
     )
+    if spec.eval_filter is not None:
+        column, sep, _ = spec.eval_filter.partition("=")
+        if not sep or not column.strip():
+            raise InputError(
+                f"--eval-filter '{spec.eval_filter}' is not COLUMN=VALUE (e.g. source=python-docs)",
+                ui="“Only where” must read COLUMN=VALUE, e.g. source=python-docs.",
+            )
+        if spec.eval_dataset is None:
+            raise InputError(
+                "--eval-filter picks samples of --eval-dataset — pass --eval-dataset NAME too",
+                ui="Choose the target dataset the filter applies to.",
+            )
     spec.arm_rule(ratios[0], dedup=bool(spec.dedup))  # the rule's own checks of its modifiers
     return spec
 

@@ -6,7 +6,19 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from core.datasets import dataset_names
+from core.effects import NO_DIFFERENCE, effects
 from core.errors import InputError
+from core.sweep import (
+    describe,
+    export_command,
+    list_sweeps,
+    make_sweep,
+    recommendation,
+    start_sweep_job,
+    sweep_log,
+    sweep_table,
+)
 from core.validate import (
     available_scores,
     cancel_validation,
@@ -52,6 +64,7 @@ ARM_COLORS = {
     "dedup+pruned": "#9467bd",
     "dedup+random": "#8c564b",
 }
+NO_TARGET = "(none)"
 ARM_LABELS = {
     "pruned": "pruned by the rule",
     "random": "random, as many tokens",
@@ -93,6 +106,20 @@ def start_form(run_id: str) -> None:
         c5, c6 = st.columns(2)
         stratify = pick_stratify(store, dataset_of(store, run_id), "validate_stratify", c5)
         dedup = pick_dedup("validate_dedup", c6)
+        c7, c8 = st.columns(2)
+        targets = [NO_TARGET, *dataset_names(store)]
+        eval_dataset = c7.selectbox(
+            "Target set",
+            targets,
+            help="The text you want the model to be good at: every arm is also evaluated on it "
+            "(up to the held-out set's size). It is never pruned and never in the training pool; "
+            "its texts that the pool also holds are left out and counted.",
+        )
+        eval_filter = c8.text_input(
+            "Only where",
+            placeholder="COLUMN=VALUE, e.g. source=python-docs",
+            help="Evaluate on the target's samples whose metadata column has this value.",
+        )
         budget = st.radio("Budget", BUDGETS, format_func=BUDGET_LABELS.get)
         quick = st.checkbox(
             "Quick: a smaller pool and fewer steps (a minute or two per ratio and seed)",
@@ -114,6 +141,8 @@ def start_form(run_id: str) -> None:
             quick=quick,
             stratify=stratify,
             dedup=dedup,
+            eval_dataset=None if eval_dataset == NO_TARGET else eval_dataset,
+            eval_filter=eval_filter.strip() or None,
         )
         spec = make_spec(opts)
         vid = start_validation_job(store, spec)
@@ -183,9 +212,81 @@ def chart(summary: pd.DataFrame, metric: str) -> go.Figure:
     return fig
 
 
+VERDICT_COLORS = {
+    "better than random": "#2ca02c",
+    "worse than random": "#d62728",
+    NO_DIFFERENCE: "#7f7f7f",
+}
+EFFECT_CONFIG = {
+    "eval_set": st.column_config.TextColumn("evaluated on"),
+    "ratio": st.column_config.NumberColumn("ratio", format="%.2f"),
+    "minus_random": st.column_config.NumberColumn("− its random arm", format="%+.4f"),
+    "ci_low": st.column_config.NumberColumn("95 % from", format="%+.4f"),
+    "ci_high": st.column_config.NumberColumn("to", format="%+.4f"),
+    "detectable": st.column_config.NumberColumn(
+        "detectable",
+        format="%.4f",
+        help="The smallest difference this evaluation set could tell from 0 (80 % power).",
+    ),
+}
+
+
+def show_effects(vid: str) -> None:
+    """Each arm against its random arm, with intervals, overall and per group."""
+    table = effects(store, vid, by_group=True)
+    if table.empty:
+        return
+    overall = table[table["group"].isna()].drop(columns="group")
+    st.markdown(
+        "**Against a random subset with as many tokens** — bits/token, paired by seed; 95 % "
+        "bootstrap interval over the evaluation documents. An interval that contains 0 is "
+        "*no detectable difference*."
+    )
+    st.dataframe(overall, hide_index=True, width="stretch", column_config=EFFECT_CONFIG)
+    groups = table.dropna(subset=["group", "minus_random"])
+    if groups.empty:
+        return
+    with st.expander("Per group: which kinds of text each arm helps or hurts", expanded=True):
+        st.plotly_chart(effects_figure(groups), key="validation_effects")
+        st.dataframe(groups, hide_index=True, width="stretch", column_config=EFFECT_CONFIG)
+
+
+def effects_figure(groups: pd.DataFrame) -> go.Figure:
+    """Effect ± interval per group (rows) for each arm and ratio (colour by verdict)."""
+    fig = go.Figure()
+    for (eval_set, arm, ratio), part in groups.groupby(["eval_set", "arm", "ratio"], dropna=False):
+        label = f"{arm}" + ("" if pd.isna(ratio) else f" {ratio:.0%}") + f" · {eval_set}"
+        fig.add_trace(
+            go.Scatter(
+                x=part["minus_random"],
+                y=part["group"].astype(str),
+                error_x={
+                    "type": "data",
+                    "symmetric": False,
+                    "array": part["ci_high"] - part["minus_random"],
+                    "arrayminus": part["minus_random"] - part["ci_low"],
+                },
+                mode="markers",
+                marker={"color": [VERDICT_COLORS[v] for v in part["verdict"]], "size": 9},
+                name=label,
+                hovertemplate="%{y}: %{x:+.4f} bits/token<extra>" + label + "</extra>",
+            )
+        )
+    fig.add_vline(x=0, line_color="#444")
+    fig.update_layout(
+        xaxis_title="bits/token − its random arm (below 0: better than random)",
+        height=120 + 28 * groups["group"].nunique(),
+        margin={"t": 20},
+    )
+    return fig
+
+
 def modifiers(settings: dict) -> list[str]:
     """A validation's stratify and dedup, in words (none for a plain one)."""
     out = []
+    if settings.get("eval_dataset"):
+        where = f" where {settings['eval_filter']}" if settings.get("eval_filter") else ""
+        out.append(f"target {settings['eval_dataset']}{where}")
     if settings.get("stratify"):
         out.append(f"within each {settings['stratify']}")
     if settings.get("dedup"):
@@ -272,6 +373,7 @@ def live(run_id: str) -> None:
                 ),
             },
         )
+        show_effects(vid)
         settings = row["settings"]
         if "pool_samples" in settings:
             st.caption(
@@ -291,6 +393,136 @@ def live(run_id: str) -> None:
     )
 
 
+def sweep_form(run_id: str) -> None:
+    """Start a sweep: every rule, ratio, score, stratified or not, within a time budget."""
+    with st.form("start_sweep"):
+        st.markdown(
+            "**Sweep**: validate every rule × the ratios × the whole dataset and within each "
+            "group × every stored score, best first, within a time budget. The full arm is "
+            "trained once and shared; starting the same sweep again continues it."
+        )
+        c1, c2, c3 = st.columns(3)
+        minutes = c1.number_input("Minutes", min_value=1, max_value=600, value=30)
+        ratios = c2.text_input("Ratios", ValidateOptions.ratios)
+        stratify = pick_stratify(store, dataset_of(store, run_id), "sweep_stratify", c3)
+        c4, c5 = st.columns(2)
+        targets = [NO_TARGET, *dataset_names(store)]
+        eval_dataset = c4.selectbox("Target set", targets, key="sweep_target")
+        eval_filter = c5.text_input("Only where", placeholder="COLUMN=VALUE", key="sweep_filter")
+        quick = st.checkbox("Quick: a smaller pool and fewer steps", key="sweep_quick")
+        submitted = st.form_submit_button("Start sweep")
+    if not submitted:
+        return
+    try:
+        opts = ValidateOptions(
+            run_id,
+            ratios=ratios,
+            sweep=True,
+            minutes=float(minutes),
+            quick=quick,
+            stratify=stratify,
+            eval_dataset=None if eval_dataset == NO_TARGET else eval_dataset,
+            eval_filter=eval_filter.strip() or None,
+        )
+        sweep_id = start_sweep_job(store, make_sweep(store, opts))
+    except InputError as exc:
+        show_error(exc)
+        return
+    st.session_state["current_sweep"] = sweep_id
+    st.success(f"Started `{sweep_id}` in the background — its table fills in below.")
+
+
+@st.fragment(run_every=3)
+def sweeps(run_id: str) -> None:
+    """The run's sweeps: progress, the ranked table, the chart and the recommendation."""
+    listed = list_sweeps(store, run_id)
+    if listed.empty:
+        return
+    st.subheader("Sweeps of this run")
+    labels = {
+        r.sweep_id: f"{r.sweep_id} · {r.n_done} of {r.n_total} configurations done"
+        for r in listed.itertuples()
+    }
+    ids = list(labels)
+    current = st.session_state.get("current_sweep")
+    sweep_id = st.selectbox(
+        "Sweep",
+        ids,
+        index=ids.index(current) if current in ids else 0,
+        format_func=labels.get,
+        key="sweep_pick",
+    )
+    last = sweep_log(store, sweep_id)
+    if last:
+        st.caption(last)
+    table = sweep_table(store, sweep_id)
+    st.info(recommendation(table))
+    finished = table.dropna(subset=["heldout"])
+    if not finished.empty:
+        st.plotly_chart(sweep_figure(finished), key="sweep_chart")
+        top = finished.iloc[0]
+        if st.button(f"Open “{describe(top)}” on Prune & Export", key="sweep_use"):
+            st.session_state["prune_preset"] = {
+                "run": run_id,
+                "rule": top["rule"],
+                "ratio": float(top["ratio"]),
+                "score": top["score"],
+                "stratify": top["stratify"],
+            }
+            st.switch_page("pages/4_Prune_and_Export.py")
+        st.caption(f"Or from a terminal: `{export_command(store, top, run_id)}`")
+    st.dataframe(
+        table,
+        hide_index=True,
+        width="stretch",
+        placeholder="—",
+        column_config={
+            "ratio": st.column_config.NumberColumn("ratio", format="%.2f"),
+            "heldout": st.column_config.NumberColumn("held-out − random", format="%+.4f"),
+            "heldout_low": st.column_config.NumberColumn("95 % from", format="%+.4f"),
+            "heldout_high": st.column_config.NumberColumn("to", format="%+.4f"),
+            "target": st.column_config.NumberColumn("target − random", format="%+.4f"),
+            "target_low": st.column_config.NumberColumn("95 % from ", format="%+.4f"),
+            "target_high": st.column_config.NumberColumn("to ", format="%+.4f"),
+            "seconds": st.column_config.NumberColumn("seconds", format="%.0f"),
+        },
+    )
+
+
+def sweep_figure(table: pd.DataFrame) -> go.Figure:
+    """Each configuration's effect against random ± its interval, on each evaluation set."""
+    fig = go.Figure()
+    names = [f"{r['rank']}. {describe(r)}" for _, r in table.iterrows()]
+    for key, label, color in (("heldout", "held-out", "#1f77b4"), ("target", "target", "#ff7f0e")):
+        if table[key].isna().all():
+            continue
+        fig.add_trace(
+            go.Scatter(
+                x=table[key],
+                y=names,
+                error_x={
+                    "type": "data",
+                    "symmetric": False,
+                    "array": table[f"{key}_high"] - table[key],
+                    "arrayminus": table[key] - table[f"{key}_low"],
+                },
+                mode="markers",
+                marker={"color": color, "size": 9},
+                name=label,
+            )
+        )
+    fig.add_vline(x=0, line_color="#444")
+    fig.update_layout(
+        xaxis_title="bits/token − random (below 0: better than random)",
+        yaxis={"autorange": "reversed"},
+        height=140 + 26 * len(table),
+        margin={"t": 20},
+    )
+    return fig
+
+
 if run_id is not None:
     start_form(run_id)
     live(run_id)
+    sweep_form(run_id)
+    sweeps(run_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -11,6 +12,7 @@ import pytest
 
 from core import processes, validate
 from core.cli import main
+from core.effects import effects
 from core.errors import InputError
 from core.ingest import ingest_dataset
 from core.jobs import CancelToken
@@ -334,17 +336,29 @@ def test_cancelled_validation_resumes_without_retraining_finished_arms(done):
         if event.result is not None:
             cancel.cancel()
 
-    outcome = validate.run_validation(store, spec, cancel=cancel, on_event=stop_after_first)
-    assert outcome.status == "cancelled" and len(outcome.results) == 1
+    first = Recorder()
+    outcome = validate.run_validation(
+        store, spec, cancel=cancel, on_event=stop_after_first, trainer=first
+    )
+    # Both full arms come from the finished validation of the same pool; one arm is trained.
+    assert outcome.status == "cancelled" and len(first.trained) == 1
+    assert [(r["arm"], r["seed"]) for r in outcome.results] == [
+        ("full", 0),
+        ("pruned", 0),
+        ("full", 1),
+    ]
+    earlier = validate.result_rows(validate.load_results(store, done["spec"].validation_id))
+    full = [r for r in earlier if r["arm"] == "full"]
+    assert [r for r in outcome.results if r["arm"] == "full"] == full
     v = validate.list_validations(store, run_id).set_index("validation_id").loc[spec.validation_id]
-    assert (v.status, v.n_done, v.n_total) == ("cancelled", 1, 6)
+    assert (v.status, v.n_done, v.n_total) == ("cancelled", 3, 6)
 
     rec = Recorder()
     assert validate.run_validation(store, spec, trainer=rec).status == "done"
-    assert len(rec.trained) == 5
+    assert len(rec.trained) == 3
     results = validate.load_results(store, spec.validation_id)
     assert len(results) == 6 and not results.duplicated(["arm", "ratio", "seed"]).any()
-    assert validate.result_rows(results)[0] == outcome.results[0]
+    assert all(r in validate.result_rows(results) for r in outcome.results)
 
     # The same command again trains nothing: every row, its seconds included, stays as it was.
     assert main(spec.argv() + ["--db", str(store.path)]) == 0
@@ -361,6 +375,132 @@ def test_model_free_run_trains_a_tokenizer_on_the_pool(tmp_path):
     assert v.settings["tokenizer"] == "byte-level BPE (300) trained on the pool"
     assert not set(rec.evaluated[0]) & {t for c in rec.trained for t in c["texts"]}
     assert not validate.work_dir(store, spec.validation_id).exists()  # tidied when done
+
+
+def test_stratified_validation_with_dedup_arms_trains_what_the_rules_keep(tmp_path):
+    """--stratify source --dedup exact: the pruned arms are the stratified rule's kept samples
+    within the pool, the dedup arms the pool without its copies, each with a matched random arm."""
+    store = Store(tmp_path / "ws.duckdb", lock_timeout=30)
+    docs = [{**r, "text": r["text"][:300]} for r in corpus_texts(N_DOCS)]
+    docs += [{**d, "id": f"copy-{d['id']}"} for d in docs[:100]]  # short: copies in the pool
+    ingest_dataset(store, str(write_jsonl(tmp_path / "d.jsonl", docs)), "d", id_column="id")
+    run_id = score_dataset(store, "d", ScoreOptions(model="none")).run_id
+    spec = spec_of(
+        run_id,
+        "prune-low",
+        "0.3",
+        score="word_entropy",
+        seeds=1,
+        stratify="source",
+        dedup="exact",
+    )
+    assert spec.validation_id != spec_of(run_id, "prune-low", "0.3", seeds=1).validation_id
+    rec = Recorder()
+    outcome = validate.run_validation(store, spec, trainer=rec)
+    arms = [(r["arm"], r["ratio"]) for r in outcome.results]
+    assert arms == [
+        ("full", None),
+        ("pruned", 0.3),
+        ("random", 0.3),
+        ("dedup", None),
+        ("dedup-random", None),
+        ("dedup+pruned", 0.3),
+        ("dedup+random", 0.3),
+    ]
+    full, dedup, dedup_random, pruned, random_, both, both_random = (
+        c["texts"] for c in rec.trained
+    )
+    text_of = dict(store.query("SELECT row_idx, text FROM samples"))
+    copied = {d["text"] for d in docs[:100]}  # which copy a rule keeps is by id: compare the rest
+
+    def kept_texts(rule: Rule, arm: list[str]) -> tuple[list[str], list[str]]:
+        ranking, selection = rule_selection(store, run_id, "word_entropy", rule)
+        kept = {text_of[i] for i in selected_row_idx(ranking, selection, "kept")}
+        expected = [t for t in full if t in kept and t not in copied]
+        return [t for t in arm if t not in copied], expected
+
+    stratified = Rule("prune-low", 0.3, stratify="source")
+    assert len(set(full) - copied) > 10
+    assert kept_texts(stratified, pruned)[0] == kept_texts(stratified, pruned)[1]
+    deduped = replace(stratified, dedup="exact")
+    assert kept_texts(deduped, both)[0] == kept_texts(deduped, both)[1]
+    # No text twice; what has no copy stays. (A copy whose kept twin is not in the pool goes too:
+    # the rule applies to the whole run, as an export would, then meets the pool.)
+    assert len(dedup) == len(set(dedup)) < len(set(full)) < len(full)
+    assert [t for t in full if t not in copied] == [t for t in dedup if t not in copied]
+    assert len(both) < len(pruned)
+    for arm, partner in ((random_, pruned), (dedup_random, dedup), (both_random, both)):
+        assert set(arm) <= set(full) and arm != partner
+    summary = validate.summarize(validate.load_results(store, outcome.validation_id))
+    compared = summary.dropna(subset=["minus_random"])
+    assert sorted(compared["arm"]) == ["dedup", "dedup+pruned", "pruned"]
+    table = effects(store, outcome.validation_id, by_group=True, n_boot=200)
+    overall = table[table["group"].isna()]
+    assert sorted(overall["arm"]) == ["dedup", "dedup+pruned", "pruned"]
+    assert set(table["group"].dropna()) <= {d["source"] for d in docs}
+    for r in table.dropna(subset=["minus_random"]).itertuples():
+        assert r.ci_low <= r.minus_random <= r.ci_high and r.detectable > 0
+    v = validate.list_validations(store, run_id).iloc[0]
+    assert v.settings["group_by"] == "source"  # the stratify column
+    assert (v.settings["stratify"], v.settings["dedup"]) == ("source", "exact")
+    assert "--stratify" in v.settings["argv"] and "--dedup" in v.settings["argv"]
+
+
+def test_target_set_is_never_in_the_pool_and_is_reported_beside_the_held_out_set(tmp_path, capsys):
+    """--eval-dataset d --eval-filter source=S: those samples leave the pool and the held-out set;
+    another dataset's texts that the pool also holds are left out of the target and counted."""
+    store = Store(tmp_path / "ws.duckdb", lock_timeout=30)
+    docs = [{**r, "text": r["text"][:400]} for r in corpus_texts(N_DOCS)]
+    ingest_dataset(store, str(write_jsonl(tmp_path / "d.jsonl", docs)), "d", id_column="id")
+    run_id = score_dataset(store, "d", ScoreOptions(model="none")).run_id
+    target_source = docs[0]["source"]
+    spec = spec_of(
+        run_id,
+        "prune-low",
+        "0.2",
+        score="word_entropy",
+        seeds=1,
+        eval_dataset="d",
+        eval_filter=f"source={target_source}",
+    )
+    rec = Recorder()
+    outcome = validate.run_validation(store, spec, trainer=rec)
+    targets = {d["text"] for d in docs if d["source"] == target_source}
+    heldout, target = rec.evaluated[0], rec.evaluated[1]
+    assert set(target) <= targets and not set(heldout) & targets
+    assert not {t for c in rec.trained for t in c["texts"]} & targets
+    assert all(r["target_bits_per_token"] > 0 for r in outcome.results)
+    table = effects(store, outcome.validation_id, n_boot=100)
+    assert sorted(table["eval_set"]) == ["heldout", "target"]
+
+    # A second dataset, half of it copies of pool texts: the copies are not evaluated on.
+    pool = [t for c in rec.trained[:1] for t in c["texts"]]
+    other = [{"id": f"o{i}", "text": t} for i, t in enumerate(pool[:5])]
+    other += [{"id": f"n{i}", "text": f"a new text number {i} " * 20} for i in range(5)]
+    ingest_dataset(store, str(write_jsonl(tmp_path / "o.jsonl", other)), "o", id_column="id")
+    argv = ["validate", "--run", run_id, "--rule", "prune-low", "--ratios", "0.2", "--seeds", "1"]
+    argv += ["--score", "word_entropy", "--eval-dataset", "o", "--db", str(store.path)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "target" in out and "heldout" in out and "interval" in out
+    v = validate.list_validations(store, run_id).iloc[0]
+    assert v.settings["target_excluded_in_pool"] == 5 and v.settings["target_samples"] == 5
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"eval_dataset": "nope"}, "--eval-dataset: unknown dataset 'nope'"),
+        ({"eval_dataset": "d", "eval_filter": "source"}, "is not COLUMN=VALUE"),
+        ({"eval_filter": "source=x"}, "pass --eval-dataset NAME too"),
+        ({"eval_dataset": "d", "eval_filter": "id=nope"}, "no sample of 'd' has id=nope"),
+        ({"stratify": "nope"}, "unknown metadata column 'nope'"),
+        ({"group_by": "nope"}, "unknown metadata column 'nope'"),
+    ],
+)
+def test_bad_target_and_group_options_are_refused_before_any_work(done, options, message):
+    with pytest.raises(InputError, match=message):
+        validate.check_spec(done["store"], spec_of(done["run_id"], "prune-low", "0.2", **options))
 
 
 @pytest.mark.parametrize(
@@ -414,6 +554,17 @@ def test_validate_page_shows_results_and_starts_a_job(done, monkeypatch):
     summary = at.dataframe[0].value
     assert list(summary["arm"][:3]) == ["full", "pruned", "random"]
     assert len(summary) == 5 and set(summary["seeds"]) == {2}
+    effects = at.dataframe[1].value  # each pruned arm against its random arm, with an interval
+    assert list(effects["arm"]) == ["pruned", "pruned"] and set(effects["eval_set"]) == {"heldout"}
+    assert (effects["ci_low"] <= effects["ci_high"]).all() and effects["verdict"].notna().all()
+
+    target = next(s for s in at.selectbox if s.label == "Target set")
+    target.set_value("d")
+    next(t for t in at.text_input if t.label == "Only where").set_value("id=nope")
+    at.button[0].click().run()
+    assert "No sample has id = nope" in at.error[0].value and not started
+    target.set_value("(none)")
+    next(t for t in at.text_input if t.label == "Only where").set_value("")
 
     at.text_input[0].set_value("0.05, 0.15")
     at.button[0].click().run()

@@ -27,6 +27,7 @@ def register(sub, parents) -> None:
 
 
 def run(args, store) -> int:
+    from core.effects import effects, format_effects
     from core.jobs import CancelToken
     from core.validate import (
         check_spec,
@@ -38,7 +39,10 @@ def run(args, store) -> int:
     )
     from core.validation_spec import make_spec
 
-    spec = make_spec(from_args(ValidateOptions, args))
+    opts = from_args(ValidateOptions, args)
+    if opts.sweep:
+        return _sweep(store, opts)
+    spec = make_spec(opts)
     check_spec(store, spec)
     cancel = CancelToken().install()
     print(f"validation {spec.validation_id}: {len(spec.arms())} arms", file=sys.stderr)
@@ -47,6 +51,13 @@ def run(args, store) -> int:
     if args.json:
         write_results_json(args.json, results)
     print(format_summary(summarize(results)))
+    table = effects(store, outcome.validation_id, by_group=True)
+    if not table.empty:
+        print(
+            "\nEach arm against its random arm, bits/token (95% bootstrap interval over the "
+            "evaluation documents, paired by seed):"
+        )
+        print(format_effects(table))
     if outcome.status == "cancelled":
         print(
             f"validation {outcome.validation_id} cancelled; run the same command to resume",
@@ -72,3 +83,51 @@ def _print_event(e) -> None:
         )
     elif e.total_steps and e.step % max(1, e.total_steps // 5) == 0 and e.step < e.total_steps:
         print(f"{head}: step {e.step}/{e.total_steps}", file=sys.stderr)
+
+
+def _sweep(store, opts) -> int:
+    """`validate --sweep`: the grid within its time budget, the ranked table, the best one."""
+    from core.jobs import CancelToken
+    from core.sweep import (
+        export_command,
+        format_sweep,
+        make_sweep,
+        recommendation,
+        run_sweep,
+        sweep_table,
+    )
+
+    sweep = make_sweep(store, opts)
+    cancel = CancelToken().install()
+    print(
+        f"{sweep.sweep_id}: {len(sweep.specs)} configurations, {sweep.minutes:g} minutes",
+        file=sys.stderr,
+    )
+
+    def show(event) -> None:
+        if event.arm is None:
+            spec = event.spec
+            within = f" within each {spec.stratify}" if spec.stratify else ""
+            print(
+                f"configuration {event.index}/{event.n_total}: {spec.rule} "
+                f"{sum(spec.ratios[0]):g} by {spec.score}{within} ({spec.validation_id})",
+                file=sys.stderr,
+            )
+        else:
+            _print_event(event.arm)
+
+    outcome = run_sweep(store, sweep, cancel=cancel, on_event=show)
+    table = sweep_table(store, sweep.sweep_id)
+    print(format_sweep(table))
+    print()
+    print(recommendation(table))
+    finished = table.dropna(subset=["heldout"])
+    if not finished.empty:
+        print(f"export the top row: {export_command(store, finished.iloc[0], opts.run)}")
+    if outcome.status != "done":
+        print(
+            f"{sweep.sweep_id}: {outcome.n_done} of {outcome.n_total} configurations done "
+            f"({outcome.status}); run the same command again to continue",
+            file=sys.stderr,
+        )
+    return 130 if outcome.status == "cancelled" else 0
