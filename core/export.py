@@ -37,6 +37,7 @@ import numpy as np
 from core import __version__, scratch
 from core.datasets import DatasetInfo, get_dataset
 from core.errors import InputError
+from core.evidence import evidence_for
 from core.groups import GroupBy, group_record, load_group_table
 from core.ingest import META_KEY
 from core.prune import Selection, load_ranking, rule_selection, selected_row_idx
@@ -177,7 +178,8 @@ def export_subset(
         ranking = load_ranking(store, run_id, score)
         table = load_group_table(store, ranking, plans[0].selection, group_by)
         groups = group_record(table, group_by)
-    return _write(store, plans, outs, fmt, with_scores, groups=groups)
+    backing = evidence_for(store, run_id, score, rule).best
+    return _write(store, plans, outs, fmt, with_scores, groups=groups, validation=backing)
 
 
 def _outputs(store: Store, out, fmt: str, overwrite: bool, part: str) -> list[Path]:
@@ -232,7 +234,16 @@ def export_from_manifest(
                 f"({len(plan.row_idx)} against {part['rows']})"
             )
         plans.append(plan)
-    return _write(store, plans, outs, output["format"], output["with_scores"], Path(manifest))
+    return _write(
+        store,
+        plans,
+        outs,
+        output["format"],
+        output["with_scores"],
+        Path(manifest),
+        groups=spec["selection"].get("groups"),
+        validation=spec.get("validation"),
+    )
 
 
 def read_manifest(path: str | os.PathLike) -> dict:
@@ -404,6 +415,7 @@ def _write(
     with_scores: bool,
     rebuilt_from: Path | None = None,
     groups: dict | None = None,
+    validation: dict | None = None,
 ) -> ExportResult:
     """Each plan's rows to its OUT, with its manifest; two plans are the two parts of one export,
     each manifest naming the other (`output.pair`). Files are renamed into place only once all
@@ -426,6 +438,8 @@ def _write(
             manifest["seconds"] = round(time.monotonic() - started, 3)
             if groups is not None:
                 manifest["selection"]["groups"] = groups
+            # The validation that backs this very rule, if one was run (core/evidence.py).
+            manifest["validation"] = validation
             if len(plans) == 2:
                 manifest["output"]["pair"] = {
                     "part": other.part,

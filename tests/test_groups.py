@@ -261,8 +261,9 @@ def test_dry_run_prints_the_table_and_writes_nothing(grouped, tmp_path, capsys, 
     table = group_table(ranking, selection, load_groups(store, "docs", GroupBy("source")))
     assert printed[0].startswith("dry run, nothing written: prune the lowest 20.00%")
     assert f"{selection.n_pruned:,} pruned" in printed[0]
-    assert printed[2].split()[:5] == ["source", "samples", "kept", "pruned", "pruned_share"]
-    for line, row in zip(printed[3:], table.to_dict("records"), strict=True):
+    assert printed[1].startswith("not validated: `infoprune validate` this rule")
+    assert printed[3].split()[:5] == ["source", "samples", "kept", "pruned", "pruned_share"]
+    for line, row in zip(printed[4:], table.to_dict("records"), strict=True):
         assert line.split()[:5] == [
             row["group"],
             str(row["samples"]),
@@ -271,7 +272,7 @@ def test_dry_run_prints_the_table_and_writes_nothing(grouped, tmp_path, capsys, 
             f"{row['pruned_share']:.1%}",
         ]
     assert main(base) == 0  # without --group-by: the totals line alone, and no --out needed
-    assert capsys.readouterr().out.splitlines() == printed[:1]
+    assert capsys.readouterr().out.splitlines() == printed[:2]
     assert (every_path(store.path.parent), every_path(tmp_path)) == before
 
 

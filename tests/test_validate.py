@@ -609,3 +609,31 @@ def test_a_running_validation_is_not_started_twice(done):
         .status
         == "stopped"
     )
+
+
+def test_evidence_for_a_rule_is_the_matching_validation_or_the_nearest_ratios(done, tmp_path):
+    from core.evidence import evidence_for
+    from core.export import export_subset
+
+    store, run_id, vid = done["store"], done["run_id"], done["spec"].validation_id
+    exact = evidence_for(store, run_id, "bits_per_token", Rule("prune-low", 0.2))
+    overall = exact.exact[exact.exact["group"].isna()]
+    assert list(overall["validation_id"]) == [vid] and list(overall["ratio"]) == [0.2]
+    assert exact.best["validation_id"] == vid and exact.best["eval_set"] == "heldout"
+    between = evidence_for(store, run_id, "bits_per_token", Rule("prune-low", 0.3))
+    assert between.exact.empty and sorted(between.nearest["ratio"]) == [0.2, 0.4]
+    for other in (
+        Rule("prune-high", None, 0.2),
+        Rule("prune-low", 0.2, stratify="id"),
+        Rule("prune-low", 0.2, dedup="exact"),
+    ):
+        found = evidence_for(store, run_id, "bits_per_token", other)
+        assert found.exact.empty and found.best is None, other
+    assert evidence_for(store, run_id, "word_entropy", Rule("prune-low", 0.2)).best is None
+
+    out = tmp_path / "kept.jsonl"
+    export_subset(store, run_id, "bits_per_token", Rule("prune-low", 0.2), out, fmt="jsonl")
+    manifest = json.loads(out.with_name(out.name + ".manifest.json").read_text())
+    backing = manifest["validation"]
+    assert backing["validation_id"] == vid and backing["ci_low"] <= backing["ci_high"]
+    assert backing["minus_random"] == pytest.approx(exact.best["minus_random"])

@@ -207,7 +207,30 @@ def _dry_run_report(store, run_id: str, score: str, rule, group_by) -> str:
     if rule.dedup:
         line += f"; {sel.n_duplicates:,} of the pruned are {rule.dedup} duplicates"
 
+    line += "\n" + _evidence_line(store, run_id, score, rule)
     if group_by is None:
         return line
     table = load_group_table(store, ranking, sel, group_by)
     return f"{line}\n\n{format_group_table(table, group_by)}"
+
+
+def _evidence_line(store, run_id: str, score: str, rule) -> str:
+    """What the validations of this run say about the rule (core/evidence.py), in one line."""
+    from core.evidence import evidence_for
+
+    found = evidence_for(store, run_id, score, rule)
+    best = found.best
+    if best is not None:
+        return (
+            f"validated ({best['validation_id']}, {best['eval_set']}, {best['seeds']} seeds): "
+            f"{best['minus_random']:+.4f} bits/token against random, 95% "
+            f"[{best['ci_low']:+.4f}, {best['ci_high']:+.4f}] — {best['verdict']}"
+        )
+    if not found.nearest.empty:
+        near = ", ".join(
+            f"{r.ratio:g}: {r.minus_random:+.4f} ({r.verdict})"
+            for r in found.nearest.itertuples()
+            if r.minus_random is not None
+        )
+        return f"not validated at this ratio; nearest validated ratios: {near}"
+    return "not validated: `infoprune validate` this rule to see whether it beats a random subset"
