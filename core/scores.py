@@ -14,8 +14,10 @@ from core.errors import InputError
 
 ENGINE = "engine"  # from the model's bits and the text's length (core/scoring.py)
 MEASURE = "measure"  # one module in core/measures/
+DATASET = "dataset"  # a pass over the whole dataset when a run completes (core/duplicates.py)
 INFORMATION = "more information"  # what a higher value means: it ranks samples by information
 LENGTH = "longer"  # a length: it ranks samples by size only
+REDUNDANCY = "more duplicated"  # a count of other samples that repeat this one
 
 
 @dataclass(frozen=True)
@@ -25,14 +27,14 @@ class Score:
     name: str
     unit: str
     description: str
-    source: str  # ENGINE or MEASURE
+    source: str  # ENGINE, MEASURE or DATASET
     needs_model: bool
-    direction: str = INFORMATION  # what a higher value means: INFORMATION or LENGTH
+    direction: str = INFORMATION  # what a higher value means: INFORMATION, LENGTH or REDUNDANCY
     label: str = ""  # the name itself when empty
 
     @property
     def sql_type(self) -> str:
-        return "BIGINT" if self.direction == LENGTH else "DOUBLE"
+        return "BIGINT" if self.direction in (LENGTH, REDUNDANCY) else "DOUBLE"
 
 
 # In the order pickers offer them: the paper's H(W,q) first; lengths go last wherever declared.
@@ -85,6 +87,25 @@ SCORES: tuple[Score, ...] = (
         needs_model=True,
     ),
     Score(
+        "dup_count",
+        "samples",
+        "How many other samples of the dataset have a byte-identical text (0 when unique).",
+        DATASET,
+        needs_model=False,
+        direction=REDUNDANCY,
+        label="exact duplicates",
+    ),
+    Score(
+        "near_dup_count",
+        "samples",
+        "How many other samples of the dataset have an estimated Jaccard similarity ≥ 0.8 over "
+        "word 5-gram shingles (MinHash, 128 permutations); exact duplicates included.",
+        DATASET,
+        needs_model=False,
+        direction=REDUNDANCY,
+        label="near duplicates",
+    ),
+    Score(
         "n_tokens",
         "tokens",
         "Tokens the model predicted.",
@@ -105,7 +126,8 @@ SCORES: tuple[Score, ...] = (
 )
 
 # The engine's columns of `scores` in the order every store has them (exports and the Explore page
-# list a run's columns in table order); measures' columns follow, in catalogue order.
+# list a run's columns in table order); measures' columns follow, then the dataset-level ones, in
+# catalogue order.
 ENGINE_COLUMNS = ("n_bytes", "n_tokens", "bits_total", "bits_per_token", "bits_per_byte")
 
 # weighted:ALPHA = ALPHA·z(bits_per_token) + (1−ALPHA)·z(word_entropy), ALPHA in [0, 1].
@@ -128,7 +150,7 @@ def stored_score_names(source: str | None = None) -> list[str]:
 
 def table_columns() -> list[str]:
     """The score columns of `scores` in table order: what an export with scores writes."""
-    return list(ENGINE_COLUMNS) + stored_score_names(MEASURE)
+    return list(ENGINE_COLUMNS) + stored_score_names(MEASURE) + stored_score_names(DATASET)
 
 
 def score_names() -> list[str]:

@@ -32,7 +32,14 @@ from core.datasets import (
     record_training_samples,
 )
 from core.devices import resolve_device
-from core.errors import InputError
+from core.duplicates import (
+    SignChunks,
+    ensure_duplicates,
+    prepare_duplicates,
+    sign_locally,
+    write_duplicates,
+)
+from core.errors import InputError, first_line
 from core.jobs import CancelToken
 from core.measures.base import Measure
 from core.measures.registry import all_measures
@@ -122,13 +129,19 @@ def score_dataset(
 
 
 def run_scoring(
-    store: Store, spec: RunSpec, limit: int | None, score: Callable[[str, int], str]
+    store: Store,
+    spec: RunSpec,
+    limit: int | None,
+    score: Callable[[str, int], str],
+    sign: SignChunks = sign_locally,
 ) -> RunOutcome:
     """A run's lifecycle, the same for every driver: reuse the done run or claim one, then
-    SCORE(run_id, last committed row) -> 'done' | 'cancelled'. The run is done only when complete;
-    a failure is recorded, and a changed dataset clears the run so the next `score` starts over."""
+    SCORE(run_id, last committed row) -> 'done' | 'cancelled'. The run is done only when complete,
+    duplicates counted (SIGN: the driver's signature step); a failure is recorded, and a changed
+    dataset clears the run so the next `score` starts over."""
     run_id, status, last_row = claim_run(store, spec, limit)
     if status == "done":
+        ensure_duplicates(store, run_id, sign)  # a run done before duplicates were counted
         return RunOutcome(run_id, "done", reused=True)
     try:
         if spec.model_hash is not None:
@@ -139,7 +152,7 @@ def run_scoring(
         finish_run(store, run_id, "failed", error, afresh=isinstance(exc, DatasetChanged))
         raise
     if status == "done":
-        complete_run(store, run_id)
+        complete_run(store, run_id, sign)
     else:
         finish_run(store, run_id, status)
     return RunOutcome(run_id, status, reused=False)
@@ -353,20 +366,31 @@ def insert_scores(con, run_id: str, scores: pa.Table) -> None:
     con.unregister("_run_scores")
 
 
-def complete_run(store: Store, run_id: str) -> None:
+def complete_run(store: Store, run_id: str, sign: SignChunks = sign_locally) -> None:
     """Mark RUN done, but only if every sample of its dataset, as fingerprinted when the run
     started, has a score. Otherwise the run fails, its partial scores go (the next `score` starts
-    afresh) and DatasetChanged says why: a run is never `done` with samples missing."""
+    afresh) and DatasetChanged says why: a run is never `done` with samples missing. The
+    dataset's duplicate counts (core/duplicates.py) are written in the same transaction."""
+    dataset, fingerprint = store.query(
+        "SELECT dataset, fingerprint FROM runs WHERE run_id = ?", [run_id]
+    )[0]
+    jobs.set_phase(store, "finding duplicates")
+    try:
+        duplicates = prepare_duplicates(store, dataset, fingerprint, sign)
+    except BaseException as exc:  # scores stay: the same command resumes into this pass
+        finish_run(store, run_id, "failed", f"counting duplicates failed: {first_line(exc)}")
+        raise
     with store.transaction() as con:
-        dataset, fingerprint, n_total = con.execute(
-            "SELECT dataset, fingerprint, n_total FROM runs WHERE run_id = ?", [run_id]
-        ).fetchall()[0]
-        n_rows, n_ids = con.execute(
-            "SELECT count(*), count(DISTINCT sample_id) FROM scores WHERE run_id = ?", [run_id]
+        n_total, n_rows, n_ids = con.execute(
+            "SELECT (SELECT n_total FROM runs WHERE run_id = ?), count(*), "
+            "count(DISTINCT sample_id) FROM scores WHERE run_id = ?",
+            [run_id, run_id],
         ).fetchall()[0]
         problem = change_since(con, dataset, fingerprint)
         if problem is None and not n_rows == n_ids == n_total:
             problem = f"{n_ids:,} of {n_total:,} samples have a score"
+        if problem is None and (missing := write_duplicates(con, run_id, duplicates)):
+            problem = f"{missing:,} samples are not in the dataset's duplicate counts"
         if problem is None:
             jobs.finish(con, jobs.RUNS, run_id, "done")
             return
@@ -382,6 +406,7 @@ def finish_run(
     with store.transaction() as con:
         if afresh:
             con.execute("DELETE FROM scores WHERE run_id = ?", [run_id])
+            con.execute("DELETE FROM dup_clusters WHERE run_id = ?", [run_id])
             con.execute(
                 "UPDATE runs SET n_done = 0, tokens_done = 0, bytes_done = 0, last_row_idx = -1, "
                 "seconds = 0, tokens_per_s = NULL WHERE run_id = ?",

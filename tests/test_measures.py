@@ -199,12 +199,16 @@ def test_one_module_and_one_registry_entry_per_measure():
 
 def test_one_catalogue_orders_table_columns_and_pickers():
     measures = ["word_entropy", "gzip_bits_per_byte", "combined"]
+    dataset = ["dup_count", "near_dup_count"]  # whole-dataset counts, core/duplicates.py
     assert scores.table_columns() == [
         *["n_bytes", "n_tokens", "bits_total", "bits_per_token", "bits_per_byte"],
         *measures,
+        *dataset,
     ]
     model = ["bits_per_token", "bits_total", "bits_per_byte"]
-    assert scores.stored_score_names() == [*model, *measures, "n_tokens", "n_bytes"]
+    assert scores.stored_score_names() == [*model, *measures, *dataset, "n_tokens", "n_bytes"]
+    assert scores.stored_score_names(scores.DATASET) == dataset
+    assert {scores.get_score(n).sql_type for n in dataset} == {"BIGINT"}
     assert scores.stored_score_names(scores.ENGINE) == [*model, "n_tokens", "n_bytes"]
     assert sorted(scores.ENGINE_COLUMNS) == sorted(scores.stored_score_names(scores.ENGINE))
     assert [m.name for m in registry.MEASURES] == scores.stored_score_names(scores.MEASURE)

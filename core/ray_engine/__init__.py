@@ -2,7 +2,8 @@
 
 Three features, one module each: a store dataset scored into an ordinary run (`store_mode`), a
 corpus of Parquet/JSONL shards scored into Parquet score shards (`shard_mode`), and such a folder
-attached to a store dataset as a run (`attach`); `cluster` holds what they share.
+attached to a store dataset as a run (`attach`); `cluster` holds what they share, `signatures` the
+near-duplicate pass's MinHash step on the cluster.
 """
 
 from core.ray_engine.attach import ingest_score_shards

@@ -2,7 +2,8 @@
 
 The shards must hold each of the dataset's sample ids exactly once. Measures that need the whole
 dataset's statistics (`deferred_measures` in the manifest) are computed here, over the dataset's own
-texts and word counts, so the attached run equals a local one in every column.
+texts and word counts, and so are the duplicate counts (core/duplicates.py), so the attached run
+equals a local one in every column.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pyarrow.parquet as pq
 
 from core.corpus import load_corpus_for
 from core.datasets import DatasetChanged, DatasetInfo, change_since, get_dataset, read_texts_after
+from core.duplicates import prepare_duplicates, write_duplicates
 from core.errors import InputError, first_line
 from core.measures.base import Batch, Measure, compute_all
 from core.measures.registry import all_measures
@@ -160,6 +162,7 @@ def _insert_done_run(store: Store, spec: RunSpec, seconds: float, scores: pa.Tab
         tokens = int(pc.sum(scores.column("n_tokens")).as_py() or 0)
     n_bytes = int(pc.sum(scores.column("n_bytes")).as_py() or 0)
     info = spec.info
+    duplicates = prepare_duplicates(store, info.name, info.fingerprint)
     with store.transaction() as con:
         change = change_since(con, info.name, info.fingerprint)
         if change:
@@ -167,4 +170,8 @@ def _insert_done_run(store: Store, spec: RunSpec, seconds: float, scores: pa.Tab
         totals = RunTotals(scores.num_rows, tokens, n_bytes, seconds)
         run_id = insert_run(con, spec, info.n_samples, info.n_bytes, done=totals)
         insert_scores(con, run_id, scores)
+        if write_duplicates(con, run_id, duplicates):
+            raise DatasetChanged(
+                "the dataset changed while its duplicates were counted — run ingest-scores again"
+            )
     return RunOutcome(run_id, "done", reused=False)

@@ -2,6 +2,7 @@
 
 This process is the store's one writer: it reads the samples the run still lacks, the actors score
 them, and RunWriter commits the results every few seconds as an ordinary run with engine 'ray'.
+When all are scored, the duplicate pass signs the distinct texts on the cluster too.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from core.ray_engine.cluster import (
     require_ray,
     worker_errors_unwrapped,
 )
+from core.ray_engine.signatures import sign_on_ray
 from core.score_options import ScoreOptions, validate_options
 from core.scoring import (
     TARGET_CHUNK_SECONDS,
@@ -71,7 +73,7 @@ def score_dataset_ray(
                 writer = RunWriter(store, run_id, info, plan.model_hash is not None, on_progress)
                 return _commit_as_scored(ds, writer, cancel)
 
-        return run_scoring(store, spec, opts.limit, score)
+        return run_scoring(store, spec, opts.limit, score, sign_on_ray(ray))
 
 
 def read_unscored(store: Store, dataset: str, run_id: str, limit: int | None) -> pa.Table:
