@@ -343,9 +343,9 @@ def prepare_pool(store: Store, spec: Spec, run: dict) -> Pool:
             "SELECT row_idx, sample_id, n_bytes FROM samples WHERE dataset = ? ORDER BY row_idx",
             [run["dataset"]],
         ).fetchall()
-    target = _target_rows(store, spec, run) if spec.eval_dataset else None
+    target = _choose_target(store, spec, run) if spec.eval_dataset else None
     if target is not None and spec.eval_dataset == run["dataset"]:
-        reserved = set(target[1])  # the target is never in the pool nor the held-out set
+        reserved = set(target)  # the target is never in the pool nor the held-out set
         rows = [r for r in rows if r[1] not in reserved]
     row_idx = [r[0] for r in rows]
     ids = [r[1] for r in rows]
@@ -435,8 +435,8 @@ def _labels_of(
     return list(groups.label_of_rows(np.array([rows[i] for i in sample_ids], dtype=np.int64)))
 
 
-def _target_rows(store: Store, spec: Spec, run: dict) -> tuple[list[int], list[str]]:
-    """(row_idx, sample_id) of the --eval-dataset samples that --eval-filter picks."""
+def _target_rows(store: Store, spec: Spec, run: dict) -> tuple[list[int], list[str], list[int]]:
+    """(row_idx, sample_id, n_bytes) of the --eval-dataset samples that --eval-filter picks."""
     from core.datasets import get_dataset
     from core.groups import GroupBy, load_groups
 
@@ -445,7 +445,7 @@ def _target_rows(store: Store, spec: Spec, run: dict) -> tuple[list[int], list[s
     except InputError as exc:
         raise InputError(f"--eval-dataset: {exc}", ui=f"Target dataset: {exc}") from None
     rows = store.query(
-        "SELECT row_idx, sample_id FROM samples WHERE dataset = ? ORDER BY row_idx",
+        "SELECT row_idx, sample_id, n_bytes FROM samples WHERE dataset = ? ORDER BY row_idx",
         [spec.eval_dataset],
     )
     if spec.target_filter is not None:
@@ -460,35 +460,50 @@ def _target_rows(store: Store, spec: Spec, run: dict) -> tuple[list[int], list[s
             )
         code = groups.labels.index(value)
         rows = [r for r in rows if groups.codes[r[0]] == code]
-    return [r[0] for r in rows], [r[1] for r in rows]
+    return [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
 
 
-def _target_set(store: Store, spec: Spec, target, in_pool: set[str], by: str | None):
-    """(the target EvalSet, how many of its texts were left out for being in the pool): in
-    seeded order up to the held-out set's byte budget."""
-    from core.datasets import get_dataset
-
-    _, ids = target
-    fingerprint = get_dataset(store, spec.eval_dataset).fingerprint
-    texts = texts_by_id(store, spec.eval_dataset, ids, fingerprint)
-    chosen, excluded, got = [], 0, 0
+def _choose_target(store: Store, spec: Spec, run: dict) -> list[str]:
+    """Sample ids of the target set: the samples --eval-filter picks, in seeded order, up to
+    the held-out set's byte budget (the others stay eligible for the pool). The run's probe
+    never trained on them when the target is the run's own dataset."""
+    _, ids, n_bytes = _target_rows(store, spec, run)
+    seen = set()
+    if spec.eval_dataset == run["dataset"]:
+        seen = {
+            r[0]
+            for r in store.query(
+                "SELECT sample_id FROM probe_samples WHERE model_hash = ? AND fingerprint = ?",
+                [run["model_hash"], run["fingerprint"]],
+            )
+        }
+    chosen, got = [], 0
     for p in seeded_order(ids, SPLIT_SEED):
         if got >= spec.settings.eval_bytes:
             break
-        if _text_hash(texts[p]) in in_pool:
-            excluded += 1
-            continue
-        chosen.append(p)
-        got += len(texts[p].encode("utf-8"))
+        if ids[p] not in seen:
+            chosen.append(ids[p])
+            got += n_bytes[p]
+    return chosen
+
+
+def _target_set(store: Store, spec: Spec, chosen: list[str], in_pool: set[str], by: str | None):
+    """(the target EvalSet, how many of its texts were left out for being in the pool)."""
+    from core.datasets import get_dataset
+
+    fingerprint = get_dataset(store, spec.eval_dataset).fingerprint
+    texts = texts_by_id(store, spec.eval_dataset, chosen, fingerprint)
+    keep = [k for k, t in enumerate(texts) if _text_hash(t) not in in_pool]
+    excluded = len(texts) - len(keep)
+    texts, chosen = [texts[k] for k in keep], [chosen[k] for k in keep]
     if not chosen:
         raise InputError(
             f"the target set is empty: every selected text of '{spec.eval_dataset}' is also in "
             "the training pool — choose another dataset or filter",
             ui="Every text of the target is also in the training pool — choose another target.",
         )
-    chosen_ids = [ids[p] for p in chosen]
-    labels = _labels_of(store, spec.eval_dataset, by, chosen_ids)
-    return EvalSet([texts[p] for p in chosen], chosen_ids, labels), excluded
+    labels = _labels_of(store, spec.eval_dataset, by, chosen)
+    return EvalSet(texts, chosen, labels), excluded
 
 
 def _tokenizer(store: Store, spec: Spec, run: dict, pool_texts: list[str]):
