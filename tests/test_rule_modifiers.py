@@ -6,6 +6,7 @@ import json
 import math
 import random
 
+import pandas as pd
 import pytest
 
 from core.errors import InputError
@@ -229,3 +230,108 @@ def test_export_of_a_stratified_rule_rebuilds_from_its_manifest(grouped, tmp_pat
     again = tmp_path / "again.jsonl"
     export_from_manifest(store, out.with_name(out.name + ".manifest.json"), again)
     assert again.read_bytes() == out.read_bytes()
+
+
+# ---- dedup, on a real run's duplicate clusters --------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def duplicated(tmp_path_factory):
+    """A model-free run of texts with exact copies, near copies (one word changed) and unique
+    texts, in three sources; a few texts are empty of words (their word score is null)."""
+    from core.scoring import ScoreOptions, score_dataset
+    from tests.conftest import corpus_texts
+
+    tmp_path = tmp_path_factory.mktemp("dups")
+    store = Store(tmp_path / "ws.duckdb", lock_timeout=30)
+    base = [r["text"][:800] for r in corpus_texts(60) if len(r["text"].split()) > 60][:30]
+    rows = []
+    for k, text in enumerate(base):
+        rows.append({"id": f"{k}", "text": text, "source": SOURCES[k % 3]})
+        if k % 3 == 0:  # an exact copy, in another source
+            rows.append({"id": f"{k}-copy", "text": text, "source": SOURCES[(k + 1) % 3]})
+        if k % 4 == 0:  # a near copy: one word changed
+            words = text.split(" ")
+            words[len(words) // 2] = "CHANGED"
+            rows.append({"id": f"{k}-near", "text": " ".join(words), "source": SOURCES[k % 3]})
+    rows += [{"id": f"p{i}", "text": "... --- ...", "source": "docs"} for i in range(3)]
+    ingest_rows(store, tmp_path, rows, id_column="id")
+    run = score_dataset(store, "docs", ScoreOptions(model="none")).run_id
+    clusters = store.query_df("SELECT * FROM dup_clusters WHERE run_id = ?", [run])
+    id_of = dict(store.query("SELECT row_idx, sample_id FROM samples WHERE dataset = 'docs'"))
+    scores = dict(store.query("SELECT sample_id, word_entropy FROM scores WHERE run_id = ?", [run]))
+    group_of = {r["id"]: r["source"] for r in rows}
+    return store, run, clusters, id_of, scores, group_of
+
+
+def brute_force_duplicates(clusters, mode: str) -> set[str]:
+    column = {"exact": "exact_cluster_id", "near": "cluster_id"}[mode]
+    members: dict[int, list[str]] = {}
+    for sid, cid in zip(clusters["sample_id"], clusters[column], strict=True):
+        if not pd.isna(cid):
+            members.setdefault(int(cid), []).append(sid)
+    return {sid for ids in members.values() for sid in sorted(ids)[1:]}
+
+
+@pytest.mark.parametrize("mode", ["exact", "near"])
+@pytest.mark.parametrize(
+    "rule",
+    [
+        Rule("prune-low", 0.0),
+        Rule("prune-low", 0.3),
+        Rule("keep-middle", 0.1, 0.2),
+        Rule("prune-high", None, 0.25, stratify="source"),
+        Rule("prune-low", 4.0, by="threshold"),
+    ],
+    ids=lambda r: r.describe(),
+)
+def test_dedup_then_rule_matches_brute_force(duplicated, mode, rule):
+    store, run, clusters, id_of, scores, group_of = duplicated
+    rule = Rule.from_dict({**rule.to_dict(), "dedup": mode})
+    duplicates = brute_force_duplicates(clusters, mode)
+    assert duplicates  # the corpus has copies of both kinds
+    ranking, selection = rule_selection(store, run, "word_entropy", rule)
+    pruned = {id_of[r] for r in selected_row_idx(ranking, selection, "pruned")}
+    if rule.by == "threshold":
+        expected = set(duplicates) | {
+            s for s, v in scores.items() if v is not None and v < 4.0 and s not in duplicates
+        }
+    else:
+        expected = brute_force(scores, group_of, rule, duplicates)
+    assert pruned == expected
+    assert selection.n_duplicates == len(duplicates)
+
+
+def test_near_dedup_removes_more_than_exact_and_ratio_zero_is_plain_dedup(duplicated):
+    store, run, clusters, _, _, _ = duplicated
+    exact = rule_selection(store, run, "word_entropy", Rule("prune-low", 0.0, dedup="exact"))[1]
+    near = rule_selection(store, run, "word_entropy", Rule("prune-low", 0.0, dedup="near"))[1]
+    assert 0 < exact.n_pruned == exact.n_duplicates < near.n_pruned == near.n_duplicates
+    assert near.n_pruned == len(brute_force_duplicates(clusters, "near"))
+
+
+def test_cli_dry_run_and_export_with_stratify_and_dedup(duplicated, tmp_path, capsys):
+    from core.cli import main
+
+    store, run, clusters, _, scores, group_of = duplicated
+    base = ["export", "--db", str(store.path), "--run", run, "--score", "word_entropy"]
+    base += ["--rule", "prune-low", "--ratio", "0.2", "--stratify", "source", "--dedup", "exact"]
+    assert main([*base, "--group-ratio", "code=0", "--dry-run", "--group-by", "source"]) == 0
+    out = capsys.readouterr().out
+    duplicates = brute_force_duplicates(clusters, "exact")
+    assert f"{len(duplicates):,} of the pruned are exact duplicates" in out
+    assert "within each source" in out
+    out_path = tmp_path / "kept.jsonl"
+    assert main([*base, "--format", "jsonl", "--out", str(out_path)]) == 0
+    kept = {json.loads(line)["id"] for line in out_path.read_text().splitlines()}
+    rule = Rule("prune-low", 0.2, stratify="source", dedup="exact")
+    assert kept == set(scores) - brute_force(scores, group_of, rule, duplicates)
+    again = tmp_path / "again.jsonl"
+    manifest = str(out_path) + ".manifest.json"
+    assert (
+        main(["export", "--db", str(store.path), "--from-manifest", manifest, "--out", str(again)])
+        == 0
+    )
+    assert again.read_bytes() == out_path.read_bytes()
+    assert main([*base[:-2], "--group-ratio", "nope=0", "--dry-run"]) == 2
+    assert "no group 'nope' in source" in capsys.readouterr().err
