@@ -22,12 +22,15 @@ bucketing, verification and the union-find run here, on arrays. What is kept is 
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import math
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import rensa
@@ -460,3 +463,85 @@ def ensure_duplicates(store: Store, run_id: str, sign: SignChunks = sign_locally
         if missing:
             raise DatasetChanged(f"{missing:,} samples of run {run_id} are not in its dataset")
     return True
+
+
+# ---- what the Explore page shows of them --------------------------------------------------------
+
+
+@dataclass
+class DuplicateSummary:
+    """How much of a run's dataset sits in duplicate clusters (samples and text bytes)."""
+
+    n_samples: int
+    n_bytes: int
+    exact_samples: int  # samples with at least one byte-identical copy
+    exact_bytes: int
+    exact_redundant: int  # samples `--dedup exact` would prune (all but one per group)
+    exact_redundant_bytes: int
+    near_samples: int  # samples with at least one near duplicate (exact copies included)
+    near_bytes: int
+    near_redundant: int  # samples `--dedup near` would prune
+    near_redundant_bytes: int
+    n_exact_groups: int
+    n_clusters: int
+
+
+def duplicate_summary(store: Store, run_id: str) -> DuplicateSummary:
+    """RUN's duplicate clusters in numbers (computing them first for a run that lacks them)."""
+    ensure_duplicates(store, run_id)
+    dataset = store.query("SELECT dataset FROM runs WHERE run_id = ?", [run_id])[0][0]
+    row = store.query(
+        "WITH d AS (SELECT d.*, s.n_bytes, "
+        "row_number() OVER (PARTITION BY d.exact_cluster_id ORDER BY d.sample_id) AS exact_rank, "
+        "row_number() OVER (PARTITION BY d.cluster_id ORDER BY d.sample_id) AS near_rank "
+        "FROM dup_clusters d JOIN samples s ON s.dataset = ? AND s.sample_id = d.sample_id "
+        "WHERE d.run_id = ?) "
+        "SELECT (SELECT count(*) FROM samples WHERE dataset = ?), "
+        "(SELECT coalesce(sum(n_bytes), 0) FROM samples WHERE dataset = ?), "
+        "count(exact_cluster_id), coalesce(sum(n_bytes) FILTER (exact_cluster_id IS NOT NULL), 0), "
+        "count(*) FILTER (exact_cluster_id IS NOT NULL AND exact_rank > 1), "
+        "coalesce(sum(n_bytes) FILTER (exact_cluster_id IS NOT NULL AND exact_rank > 1), 0), "
+        "count(*), coalesce(sum(n_bytes), 0), count(*) FILTER (near_rank > 1), "
+        "coalesce(sum(n_bytes) FILTER (near_rank > 1), 0), "
+        "count(DISTINCT exact_cluster_id), count(DISTINCT cluster_id) FROM d",
+        [dataset, run_id, dataset, dataset],
+    )[0]
+    return DuplicateSummary(*(int(v or 0) for v in row))
+
+
+def largest_clusters(
+    store: Store, run_id: str, kind: str = "near", limit: int = 10, members: int = 4
+) -> pd.DataFrame:
+    """The LIMIT largest clusters of RUN (KIND 'near' or 'exact'), each with up to MEMBERS of its
+    samples in sample-id order (the first is the one dedup keeps): cluster, size, bytes,
+    sample_id, text, and for near clusters the member's exact group."""
+    ensure_duplicates(store, run_id)
+    column = {"near": "cluster_id", "exact": "exact_cluster_id"}[kind]
+    dataset = store.query("SELECT dataset FROM runs WHERE run_id = ?", [run_id])[0][0]
+    return store.query_df(
+        f"WITH d AS (SELECT d.{column} AS cluster, d.sample_id, d.exact_cluster_id, s.text, "
+        "s.n_bytes FROM dup_clusters d JOIN samples s ON s.dataset = ? AND s.sample_id = "
+        f"d.sample_id WHERE d.run_id = ? AND d.{column} IS NOT NULL), "
+        "sizes AS (SELECT cluster, count(*) AS size, sum(n_bytes) AS bytes FROM d GROUP BY "
+        "cluster ORDER BY size DESC, bytes DESC, cluster LIMIT ?), "
+        "ranked AS (SELECT d.*, sizes.size, sizes.bytes, row_number() OVER (PARTITION BY "
+        "d.cluster ORDER BY d.sample_id) AS member FROM d JOIN sizes USING (cluster)) "
+        "SELECT cluster, size, bytes, member, sample_id, exact_cluster_id, text FROM ranked "
+        "WHERE member <= ? ORDER BY size DESC, bytes DESC, cluster, member",
+        [dataset, run_id, limit, members],
+    )
+
+
+def word_diff(kept: str, other: str) -> list[tuple[str, bool]]:
+    """OTHER as (piece, differs) runs of words and whitespace against KEPT: what a near
+    duplicate changed, for highlighting side by side (difflib over words)."""
+
+    def pieces(text: str) -> list[str]:
+        return re.findall(r"\s+|\S+", text)
+
+    a, b = pieces(kept), pieces(other)
+    out: list[tuple[str, bool]] = []
+    for op, _, _, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+        if j2 > j1:
+            out.append(("".join(b[j1:j2]), op != "equal"))
+    return out

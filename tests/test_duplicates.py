@@ -436,3 +436,35 @@ def test_the_ray_path_signs_on_the_cluster_and_counts_the_same(ray_local, store,
     counts, clusters = _found(store)
     assert _counts(store, run) == counts and _clusters(store, run) == clusters
     assert store.query("SELECT engine FROM runs WHERE run_id = ?", [run])[0][0] == "ray"
+
+
+def test_summary_largest_clusters_and_word_diff_for_explore(tmp_path):
+    from core.duplicates import duplicate_summary, largest_clusters, word_diff
+    from core.ingest import ingest_dataset
+    from core.scoring import ScoreOptions, score_dataset
+    from tests.conftest import write_jsonl
+
+    long = " ".join(f"word{i}" for i in range(200))
+    near = long.replace("word100", "changed")
+    rows = [
+        {"id": "a", "text": long},
+        {"id": "b", "text": long},
+        {"id": "c", "text": long},
+        {"id": "d", "text": near},
+        {"id": "e", "text": "something else entirely " * 10},
+        {"id": "f", "text": "x y z"},
+        {"id": "g", "text": "x y z"},
+    ]
+    store = Store(tmp_path / "ws.duckdb", lock_timeout=30)
+    ingest_dataset(store, str(write_jsonl(tmp_path / "d.jsonl", rows)), "d", id_column="id")
+    run = score_dataset(store, "d", ScoreOptions(model="none")).run_id
+    s = duplicate_summary(store, run)
+    assert (s.n_samples, s.exact_samples, s.exact_redundant, s.n_exact_groups) == (7, 5, 3, 2)
+    assert (s.near_samples, s.near_redundant, s.n_clusters) == (6, 4, 2)
+    assert s.exact_redundant_bytes == 2 * len(long) + len("x y z")
+    top = largest_clusters(store, run, "near", limit=1)
+    assert list(top["sample_id"]) == ["a", "b", "c", "d"] and set(top["size"]) == {4}
+    assert list(largest_clusters(store, run, "exact", limit=5)["size"]) == [3, 3, 3, 2, 2]
+    changed = [piece for piece, differs in word_diff(long, near) if differs]
+    assert changed == ["changed"]
+    assert "".join(piece for piece, _ in word_diff(long, near)) == near
