@@ -36,13 +36,15 @@ def effects(
     store: Store, validation_id: str, by_group: bool = False, n_boot: int = BOOTSTRAP
 ) -> pd.DataFrame:
     """Each arm's effect against its random partner (bits/token, paired by seed), with a 95 %
-    bootstrap interval over the evaluation documents, per evaluation set (and per group).
+    bootstrap interval over seeds and evaluation documents, per evaluation set (and per group).
 
-    The estimate is the mean over seeds of Σbits(arm) − Σbits(random), over Σtokens, of the same
-    documents; each resample draws the documents with replacement (the same draw for every seed
-    and both arms), so the interval covers which documents were held out, not seed noise.
-    `detectable` is the smallest difference this set could have told from 0 (2.8 bootstrap
-    standard errors: 80 % power at the 5 % level). An interval containing 0 is NO_DIFFERENCE.
+    The estimate is the mean over seeds of (Σbits(arm) − Σbits(random)) / Σtokens over the same
+    documents. Each resample draws the seeds with replacement and, independently, the documents
+    with replacement (the same documents for every drawn seed and both arms), so the interval
+    covers both which documents were held out and how training runs vary with the seed; with one
+    seed it covers the documents only (say so: `seeds` is in the table). `detectable` is the
+    smallest difference this set could have told from 0 (2.8 bootstrap standard errors: 80 %
+    power at the 5 % level). An interval containing 0 is NO_DIFFERENCE.
     """
     bits = store.query_df(
         "SELECT b.eval_set, b.arm, coalesce(b.ratio, -1.0) AS ratio, b.seed, b.doc, b.bits, "
@@ -107,10 +109,12 @@ def _interval(diff: np.ndarray, tokens: np.ndarray, n_boot: int, rng) -> dict:
             "detectable": None,
             "verdict": NO_DIFFERENCE,
         }
-    per_doc = diff.mean(axis=0)  # averaged over seeds
-    estimate = per_doc.sum() / tokens.sum()
-    draws = rng.multinomial(len(per_doc), np.full(len(per_doc), 1 / len(per_doc)), size=n_boot)
-    boot = (draws @ per_doc) / np.maximum(draws @ tokens, 1e-9)
+    n_seeds, n_docs = diff.shape
+    estimate = diff.mean(axis=0).sum() / tokens.sum()
+    doc_draws = rng.multinomial(n_docs, np.full(n_docs, 1 / n_docs), size=n_boot)  # B x D
+    seed_draws = rng.multinomial(n_seeds, np.full(n_seeds, 1 / n_seeds), size=n_boot) / n_seeds
+    per_seed = (doc_draws @ diff.T) / np.maximum(doc_draws @ tokens, 1e-9)[:, None]  # B x S
+    boot = (per_seed * seed_draws).sum(axis=1)
     low, high = np.percentile(boot, [2.5, 97.5])
     verdict = NO_DIFFERENCE
     if high < 0:

@@ -239,7 +239,7 @@ def show_effects(vid: str) -> None:
     overall = table[table["group"].isna()].drop(columns="group")
     st.markdown(
         "**Against a random subset with as many tokens** — bits/token, paired by seed; 95 % "
-        "bootstrap interval over the evaluation documents. An interval that contains 0 is "
+        "bootstrap interval over seeds and evaluation documents. An interval that contains 0 is "
         "*no detectable difference*."
     )
     st.dataframe(overall, hide_index=True, width="stretch", column_config=EFFECT_CONFIG)

@@ -54,8 +54,8 @@ def run(args, store) -> int:
     table = effects(store, outcome.validation_id, by_group=True)
     if not table.empty:
         print(
-            "\nEach arm against its random arm, bits/token (95% bootstrap interval over the "
-            "evaluation documents, paired by seed):"
+            "\nEach arm against its random arm, bits/token, paired by seed (95% bootstrap "
+            "interval over seeds and evaluation documents):"
         )
         print(format_effects(table))
     if outcome.status == "cancelled":
