@@ -99,14 +99,19 @@ def pair_path(out: str | os.PathLike, part: str) -> Path:
 
 
 def default_export_name(dataset: str, score: str, rule: Rule, part: str, fmt: str) -> str:
-    """The file name the app proposes: the dataset, score, rule, ratios or thresholds and part
-    (`docs-bits_per_token-prune-low-0.2-kept.parquet`); with part "both", the kept file's."""
+    """The file name the app proposes: the dataset, score, rule, ratios or thresholds, stratify
+    and dedup, and part (`docs-bits_per_token-prune-low-0.2-within-source-kept.parquet`); with
+    part "both", the kept file's."""
     values = [v for v in (rule.low, rule.high) if v is not None]
     if rule.by == "ratio":
         tag = "-".join(f"{v:g}" for v in values)
     else:
         sides = [("below", rule.low), ("above", rule.high)]
         tag = "-".join(f"{side}-{v:g}" for side, v in sides if v is not None)
+    if rule.stratify:
+        tag += f"-within-{rule.stratify}" + ("-overrides" if rule.group_ratios else "")
+    if rule.dedup:
+        tag += f"-dedup-{rule.dedup}"
     name = f"{dataset}-{score}-{rule.kind}-{tag}-{'kept' if part == BOTH else part}"
     return re.sub(r"[^\w.\-]+", "-", name) + ("" if fmt == "hf" else f".{fmt}")
 

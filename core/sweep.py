@@ -386,12 +386,23 @@ def describe(row) -> str:
     return f"{row['rule']} {row['ratio']:g} by {row['score']}{within}"
 
 
-def export_command(store: Store, row, run_id: str) -> str:
-    """The `infoprune export` command that writes what a configuration keeps."""
+def _config(store: Store, row, run_id: str) -> dict:
     configs = {
         c["validation_id"]: c for sweep in list_sweeps(store, run_id)["configs"] for c in sweep
     }
-    config = configs[row["validation_id"]]
+    return configs[row["validation_id"]]
+
+
+def sweep_preset(store: Store, row, run_id: str) -> dict:
+    """A configuration of the table as the Prune page's controls take it."""
+    config = _config(store, row, run_id)
+    keys = ("rule", "score", "stratify", "low", "high")
+    return {"run": run_id, **{k: config[k] for k in keys}}
+
+
+def export_command(store: Store, row, run_id: str) -> str:
+    """The `infoprune export` command that writes what a configuration keeps."""
+    config = _config(store, row, run_id)
     parts = ["infoprune export", "--run", run_id, "--score", config["score"]]
     parts += ["--rule", config["rule"]]
     if config["rule"] == "keep-middle":

@@ -17,6 +17,7 @@ from core.sweep import (
     recommendation,
     start_sweep_job,
     sweep_log,
+    sweep_preset,
     sweep_table,
 )
 from core.validate import (
@@ -462,13 +463,7 @@ def sweeps(run_id: str) -> None:
         st.plotly_chart(sweep_figure(finished), key="sweep_chart")
         top = finished.iloc[0]
         if st.button(f"Open “{describe(top)}” on Prune & Export", key="sweep_use"):
-            st.session_state["prune_preset"] = {
-                "run": run_id,
-                "rule": top["rule"],
-                "ratio": float(top["ratio"]),
-                "score": top["score"],
-                "stratify": top["stratify"],
-            }
+            st.session_state["prune_preset"] = sweep_preset(store, top, run_id)
             st.switch_page("pages/4_Prune_and_Export.py")
         st.caption(f"Or from a terminal: `{export_command(store, top, run_id)}`")
     st.dataframe(
