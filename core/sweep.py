@@ -331,7 +331,7 @@ def sweep_table(store: Store, sweep_id: str) -> pd.DataFrame:
         results = load_results(store, vid)
         row["seconds"] = float(results.loc[results["arm"] != "full", "seconds"].sum())
         row["seeds"] = int(results["seed"].nunique()) if not results.empty else 0
-        table = effects(store, vid) if not results.empty else pd.DataFrame()
+        table = effects(store, vid)
         for eval_set in (HELDOUT, TARGET):
             part = table[(table["eval_set"] == eval_set) & (table["arm"] == "pruned")]
             if part.empty:

@@ -60,6 +60,9 @@ def test_sweep_trains_the_full_arm_once_stops_at_its_budget_and_continues(scored
     rec = Recorder()
     first = run_sweep(store, sweep, trainer=rec)
     assert first.status == "out of time" and first.n_done == 0 and not rec.trained
+    waiting = sweep_table(store, sweep.sweep_id)  # nothing run yet: listed, not ranked
+    assert set(waiting["status"]) == {"not run"} and waiting["heldout"].isna().all()
+    assert recommendation(waiting) == "No configuration has finished yet."
 
     sweep = make_sweep(store, ValidateOptions(**{**opts.__dict__, "minutes": 30}))
     outcome = run_sweep(store, sweep, trainer=rec)
