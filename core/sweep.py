@@ -369,6 +369,13 @@ def recommendation(table: pd.DataFrame) -> str:
             f"{measured.iloc[0][key]:+.4f} bits/token)."
         )
     best = winners.iloc[0]
+    caveat = (
+        " With one seed the interval covers the evaluation documents only, not how training "
+        "varies with the seed: confirm it with `infoprune validate --seeds 3` before relying on "
+        "it."
+        if best["seeds"] == 1
+        else ""
+    )
     return (
         f"Best on {where}: {describe(best)} — {best[key]:+.4f} bits/token against random "
         f"(95 % [{best[f'{key}_low']:+.4f}, {best[f'{key}_high']:+.4f}])"
@@ -378,6 +385,7 @@ def recommendation(table: pd.DataFrame) -> str:
             else ""
         )
         + "."
+        + caveat
     )
 
 
