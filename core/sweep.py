@@ -390,7 +390,8 @@ def recommendation(table: pd.DataFrame) -> str:
 
 
 def describe(row) -> str:
-    within = f" within each {row['stratify']}" if row["stratify"] else ""
+    stratify = row["stratify"]
+    within = f" within each {stratify}" if isinstance(stratify, str) and stratify else ""
     return f"{row['rule']} {row['ratio']:g} by {row['score']}{within}"
 
 

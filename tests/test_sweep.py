@@ -91,6 +91,7 @@ def test_cli_sweep_prints_the_ranked_table_and_the_export_command(scored, capsys
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "keep-middle 0.3 by word_entropy within each source" in out
+    assert "keep-middle 0.3 by word_entropy  " in out and "within each nan" not in out
     assert "held-out − random" in out
     assert f"infoprune export --run {run_id} --score word_entropy --rule keep-middle" in out
     assert "--ratio-low 0.15 --ratio-high 0.15" in out
