@@ -354,21 +354,21 @@ def sweep_table(store: Store, sweep_id: str) -> pd.DataFrame:
 
 
 def recommendation(table: pd.DataFrame) -> str:
-    """The best configuration and its evidence, or a plain statement that nothing beat random."""
+    """The best configuration and its evidence, or a plain statement that nothing beat random.
+    With a target set the best is better than random on it and not worse on the held-out set."""
     key = TARGET if table[TARGET].notna().any() else HELDOUT
     where = "the target set" if key == TARGET else "the held-out set"
     measured = table.dropna(subset=[key])
     if measured.empty:
         return "No configuration has finished yet."
-    winners = measured[measured[f"{key}_verdict"] == BETTER]
-    if winners.empty:
+    best = best_row(table)
+    if best is None:
+        also = " without being worse on the held-out set" if key == TARGET else ""
         return (
-            f"Nothing beat random on {where}: of {len(measured)} configurations none pruned "
-            "better than a random subset with as many tokens (every 95 % interval reaches 0 or "
-            f"above; the closest, {describe(measured.iloc[0])}, "
-            f"{measured.iloc[0][key]:+.4f} bits/token)."
+            f"Nothing beat random on {where}{also}: of {len(measured)} configurations none "
+            "pruned better than a random subset with as many tokens (the closest, "
+            f"{describe(measured.iloc[0])}, {measured.iloc[0][key]:+.4f} bits/token)."
         )
-    best = winners.iloc[0]
     caveat = (
         " With one seed the interval covers the evaluation documents only, not how training "
         "varies with the seed: confirm it with `infoprune validate --seeds 3` before relying on "
@@ -387,6 +387,16 @@ def recommendation(table: pd.DataFrame) -> str:
         + "."
         + caveat
     )
+
+
+def best_row(table: pd.DataFrame):
+    """The recommended configuration: the best ranked that is better than random on the
+    ranking set (the target if there is one, and then not worse on the held-out set); None."""
+    key = TARGET if table[TARGET].notna().any() else HELDOUT
+    winners = table[table[f"{key}_verdict"] == BETTER]
+    if key == TARGET:  # better on the target, and not at the cost of the rest of the data
+        winners = winners[winners[f"{HELDOUT}_verdict"] != "worse than random"]
+    return None if winners.empty else winners.iloc[0]
 
 
 def describe(row) -> str:

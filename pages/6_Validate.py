@@ -10,6 +10,7 @@ from core.datasets import dataset_names
 from core.effects import NO_DIFFERENCE, effects
 from core.errors import InputError
 from core.sweep import (
+    best_row,
     describe,
     export_command,
     list_sweeps,
@@ -461,7 +462,8 @@ def sweeps(run_id: str) -> None:
     finished = table.dropna(subset=["heldout"])
     if not finished.empty:
         st.plotly_chart(sweep_figure(finished), key="sweep_chart")
-        top = finished.iloc[0]
+    top = best_row(table)
+    if top is not None:
         if st.button(f"Open “{describe(top)}” on Prune & Export", key="sweep_use"):
             st.session_state["prune_preset"] = sweep_preset(store, top, run_id)
             st.switch_page("pages/4_Prune_and_Export.py")

@@ -9,6 +9,8 @@ from core.ingest import ingest_dataset
 from core.scoring import ScoreOptions, score_dataset
 from core.store import Store
 from core.sweep import (
+    best_row,
+    export_command,
     list_sweeps,
     make_sweep,
     recommendation,
@@ -93,8 +95,14 @@ def test_cli_sweep_prints_the_ranked_table_and_the_export_command(scored, capsys
     assert "keep-middle 0.3 by word_entropy within each source" in out
     assert "keep-middle 0.3 by word_entropy  " in out and "within each nan" not in out
     assert "held-out − random" in out
-    assert f"infoprune export --run {run_id} --score word_entropy --rule keep-middle" in out
-    assert "--ratio-low 0.15 --ratio-high 0.15" in out
+    if "Nothing beat random" not in out:  # the recommended configuration, ready to export
+        assert f"export it: infoprune export --run {run_id} --score word_entropy" in out
+        assert "--rule keep-middle --ratio-low 0.15 --ratio-high 0.15" in out
+    sweep = make_sweep(store, ValidateOptions(**{**vars(args_of(argv)), "sweep": True}))
+    rows = sweep_table(store, sweep.sweep_id)
+    command = export_command(store, rows.iloc[0], run_id)
+    assert command.startswith(f"infoprune export --run {run_id} --score word_entropy")
+    assert "--rule keep-middle --ratio-low 0.15 --ratio-high 0.15" in command
 
 
 def test_validate_without_a_rule_says_to_pass_one_or_sweep(scored, capsys):
@@ -123,10 +131,57 @@ def test_validate_page_starts_a_sweep_and_shows_the_ranked_table(scored, monkeyp
     shown = [d.value for d in at.dataframe if "heldout_verdict" in d.value.columns][0]
     assert list(shown["rank"]) == [1, 2, 3, 4] and set(shown["rule"]) == {"prune-high"}
     assert any(i.value.startswith(("Best on", "Nothing beat random")) for i in at.info)
-    assert any(b.label.startswith("Open “") for b in at.button)
+    opens = [b for b in at.button if b.label.startswith("Open “")]
+    assert len(opens) == (best_row(sweep_table(store, sweep.sweep_id)) is not None)
 
     next(n for n in at.number_input if n.label == "Minutes").set_value(3)
     next(b for b in at.button if b.label == "Start sweep").click().run()
     assert not at.exception and not at.error
     assert started and "--sweep" in started[0] and "--minutes" in started[0]
     assert started[0][started[0].index("--minutes") + 1] == "3"
+
+
+def args_of(argv: list[str]) -> ValidateOptions:
+    """The ValidateOptions the CLI builds from ARGV (after the command name)."""
+    import argparse
+
+    from core.options import add_options, from_args
+
+    parser = argparse.ArgumentParser()
+    add_options(parser, ValidateOptions)
+    parser.add_argument("--db")
+    return from_args(ValidateOptions, parser.parse_args(argv[1:]))
+
+
+def test_best_row_is_better_on_the_target_and_not_worse_held_out():
+    import pandas as pd
+
+    from core.sweep import TABLE_COLUMNS
+
+    def row(rank, target, held):
+        return {
+            **dict.fromkeys(TABLE_COLUMNS),
+            "rank": rank,
+            "rule": "prune-low",
+            "ratio": 0.2,
+            "score": "s",
+            "seeds": 3,
+            "target": -0.1,
+            "target_low": -0.2,
+            "target_high": -0.05,
+            "heldout": 0.1,
+            "heldout_low": -0.1,
+            "heldout_high": 0.3,
+            "target_verdict": target,
+            "heldout_verdict": held,
+        }
+
+    better, worse, same = "better than random", "worse than random", "no detectable difference"
+    table = pd.DataFrame([row(1, better, worse), row(2, better, same), row(3, same, better)])
+    assert best_row(table)["rank"] == 2
+    assert recommendation(table).startswith("Best on the target set")
+    table = pd.DataFrame([row(1, better, worse), row(2, same, better)])
+    assert best_row(table) is None
+    assert recommendation(table).startswith(
+        "Nothing beat random on the target set without being worse on the held-out set"
+    )

@@ -89,6 +89,7 @@ def _sweep(store, opts) -> int:
     """`validate --sweep`: the grid within its time budget, the ranked table, the best one."""
     from core.jobs import CancelToken
     from core.sweep import (
+        best_row,
         export_command,
         format_sweep,
         make_sweep,
@@ -121,9 +122,9 @@ def _sweep(store, opts) -> int:
     print(format_sweep(table))
     print()
     print(recommendation(table))
-    finished = table.dropna(subset=["heldout"])
-    if not finished.empty:
-        print(f"export the top row: {export_command(store, finished.iloc[0], opts.run)}")
+    best = best_row(table)
+    if best is not None:
+        print(f"export it: {export_command(store, best, opts.run)}")
     if outcome.status != "done":
         print(
             f"{sweep.sweep_id}: {outcome.n_done} of {outcome.n_total} configurations done "
