@@ -90,22 +90,24 @@ class SampleFilter:
         )
 
 
-def meta_columns(store: Store, dataset: str) -> list[str]:
-    """The dataset's original columns other than its text, in order."""
-    info = get_dataset(store, dataset)
-    return [c["name"] for c in info.columns if c["name"] != info.text_column]
+@dataclass(frozen=True)
+class RunFacts:
+    """What Explore shows beside a run's scores."""
+
+    meta_columns: list[str]  # the dataset's original columns other than its text, in order
+    probes: dict[str, int]  # samples that trained ('train') or validated ('val') the run's model
 
 
-def probe_counts(store: Store, run_id: str) -> dict[str, int]:
-    """How many samples of RUN's dataset trained ('train') or validated ('val') the run's model."""
-    run = get_run(store, run_id)
-    return dict(
-        store.query(
+def load_run_facts(store: Store, run_id: str) -> RunFacts:
+    """RUN's RunFacts (one connection)."""
+    with store.connect() as con:
+        ctx = _run_context(con, store, run_id)
+        probes = con.execute(
             "SELECT role, count(*) FROM probe_samples WHERE model_hash = ? AND fingerprint = ? "
             "GROUP BY role",
-            [run["model_hash"], run["fingerprint"]],
-        )
-    )
+            [ctx.model_hash, ctx.fingerprint],
+        ).fetchall()
+    return RunFacts(ctx.meta_columns, dict(probes))
 
 
 @dataclass
@@ -476,28 +478,27 @@ def _with_details(con, ctx: _RunContext, page: pd.DataFrame) -> pd.DataFrame:
 
 def load_sample(store: Store, run_id: str, sample_id: str) -> dict:
     """One sample of RUN in full: text, every stored score, metadata, probe role."""
-    run = get_run(store, run_id)
-    info = get_dataset(store, run["dataset"])
     with store.connect() as con:
+        ctx = _run_context(con, store, run_id)
         found = con.execute(
             "SELECT text, n_bytes FROM samples WHERE dataset = ? AND sample_id = ?",
-            [info.name, sample_id],
+            [ctx.dataset, sample_id],
         ).fetchall()
         if not found:
-            raise InputError(f"sample '{sample_id}' is not in dataset '{info.name}'")
+            raise InputError(f"sample '{sample_id}' is not in dataset '{ctx.dataset}'")
         scores = con.execute(
             "SELECT * EXCLUDE (run_id, sample_id) FROM scores WHERE run_id = ? AND sample_id = ?",
             [run_id, sample_id],
         ).df()
         meta = con.execute(
-            f"SELECT * EXCLUDE ({quote_ident(META_KEY)}) FROM {quote_ident(info.meta_table)} "
+            f"SELECT * EXCLUDE ({quote_ident(META_KEY)}) FROM {quote_ident(ctx.meta_table)} "
             f"WHERE {quote_ident(META_KEY)} = ?",
             [sample_id],
         ).df()
         role = con.execute(
             "SELECT role FROM probe_samples WHERE model_hash = ? AND fingerprint = ? "
             "AND sample_id = ?",
-            [run["model_hash"], run["fingerprint"], sample_id],
+            [ctx.model_hash, ctx.fingerprint, sample_id],
         ).fetchall()
     return {
         "sample_id": sample_id,

@@ -21,12 +21,11 @@ from core.explore import (
     ScoreRange,
     load_group_summary,
     load_histogram,
+    load_run_facts,
     load_sample,
     load_samples,
     load_scatter,
     load_summary,
-    meta_columns,
-    probe_counts,
 )
 from core.groups import GroupBy, load_groups
 from core.scores import ENGINE, SCORES, stored_score_names
@@ -42,6 +41,7 @@ from ui.charts import (
     selected_region,
 )
 from ui.common import fmt_int, get_store, pick_group_by, pick_run, require_access, show_error
+from ui.duplicates import duplicates_section
 
 require_access()  # first: see ui/common.py
 
@@ -54,9 +54,18 @@ OPEN = "explore_open"  # the sample id shown under "One sample"
 ANY = "(any)"
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
-def cached_histogram(db, run, score, log_x, filters: SampleFilter, by: GroupBy | None, full):
-    return load_histogram(Store(db), run, score, 60, log_x, filters, by, full)
+# Figures are cached whole and shared by every session (st.cache_resource: not copied, never
+# changed once made): a page run that finds them, a new tab or a switch back to the page, builds
+# no figure and queries nothing for them.
+@st.cache_resource(show_spinner=False, max_entries=64)
+def histogram_chart(
+    db, run, score, log_x, filters: SampleFilter, by, full, selected, colors, share
+):
+    """SCORE's clickable histogram and how many samples it leaves out."""
+    hist = load_histogram(Store(db), run, score, 60, log_x, filters, by, full)
+    title = LABELS.get(score, score)
+    fig = selectable_histogram_figure(hist, title, selected, colors, share)
+    return fig, hist.n_left_out
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -69,9 +78,12 @@ def cached_group_summary(db, run, score, by: GroupBy, filters: SampleFilter):
     return load_group_summary(Store(db), run, score, by, filters)
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
-def cached_scatter(db, run, x, y, filters: SampleFilter, by: GroupBy | None):
-    return load_scatter(Store(db), run, x, y, filters=filters, by=by)
+@st.cache_resource(show_spinner=False, max_entries=16)
+def scatter_chart(db, run, x, y, filters: SampleFilter, by, log_x, colors, region):
+    """The clickable scatter of Y against X, how many points it draws and how many there are."""
+    points, n_points = load_scatter(Store(db), run, x, y, filters=filters, by=by)
+    fig = scatter_figure(points, LABELS.get(x, x), LABELS.get(y, y), log_x, colors, region)
+    return fig, len(points), n_points
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -82,6 +94,12 @@ def cached_samples(db, run, score, highest, filters: SampleFilter, page: int):
 @st.cache_data(show_spinner=False, max_entries=16)
 def cached_columns(db: str, run: str) -> list[str]:
     return run_score_columns(Store(db), run)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def cached_sample(db: str, run: str, sample_id: str, finished_at: str) -> dict:
+    """One sample in full (FINISHED_AT in the key: a run scored again is read again)."""
+    return load_sample(Store(db), run, sample_id)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -156,6 +174,14 @@ def on_row_select(key: str, ids: tuple[str, ...]) -> None:
         st.session_state[OPEN] = ids[rows[0]]
 
 
+def toggle_duplicates_only() -> None:
+    """Only samples with a duplicate: a range filter on near_dup_count (shown as its chip)."""
+    if "near_dup_count" in ranges():
+        set_range(None, "near_dup_count")
+    else:
+        set_range(ScoreRange("near_dup_count", 1.0, None), "near_dup_count")
+
+
 def to_first_page() -> None:
     """After a filter changes: the first page, and its first sample open."""
     st.session_state["explore_page"] = 1
@@ -191,6 +217,77 @@ def chip(container, label: str, on_click, *args) -> None:
     )
 
 
+@st.fragment
+def one_sample(run: dict, run_id: str, ids: tuple[str, ...]) -> None:
+    """The open sample (the first row's until a row or a point is clicked) in full; opening its
+    text or its token surprisal reruns this part of the page only."""
+    try:
+        sample_id = st.session_state.get(OPEN) or ids[0]
+        version = str(run["finished_at"])
+        try:
+            sample = cached_sample(db, run_id, sample_id, version)
+        except InputError:  # opened under another run
+            sample_id = st.session_state[OPEN] = ids[0]
+            sample = cached_sample(db, run_id, sample_id, version)
+        st.subheader(f"Sample {sample_id}")
+        if sample_id not in ids:
+            st.caption("Opened from the scatter or an earlier page of the list.")
+        cols = st.columns(min(len(sample["scores"]), 6) or 1)
+        for i, (name, value) in enumerate(list(sample["scores"].items())[:6]):
+            shown = fmt_int(value) if float(value).is_integer() else f"{value:,.4g}"
+            cols[i].metric(LABELS.get(name, name), shown)
+        if sample["probe"]:
+            st.warning(f"This sample was in the probe's **{sample['probe']}** split.")
+        if sample["meta"]:
+            st.caption("Metadata (the dataset's other columns)")
+            st.json(sample["meta"], expanded=True)
+        # Sent once opened: a long text is costly to send and to draw on every run of the page.
+        label = f"Full text ({fmt_int(sample['n_bytes'])} bytes)"
+        full_text = st.expander(label, key="explore_full_text", on_change="rerun")
+        if full_text.open:
+            full_text.code(sample["text"], language=None, wrap_lines=True)
+        if not run["settings"].get("window"):
+            st.caption("Token surprisal needs a run scored with a model.")
+        elif st.toggle(
+            "Colour the tokens by surprisal (bits each token cost the model)",
+            key="explore_surprisal",
+        ):
+            token_colours(run, sample)
+    except InputError as exc:
+        show_error(exc)
+
+
+def token_colours(run: dict, sample: dict) -> None:
+    """SAMPLE's tokens coloured by the bits each cost RUN's model."""
+    from core.surprisal import surprisal_html, token_surprisal, total_bits
+
+    lm = cached_model(run["model"])
+    if run["model_hash"] and lm.model_hash != run["model_hash"]:
+        st.warning("The model's weights changed since this run: the colours may differ.")
+    with st.spinner("Computing per-token surprisal…"):
+        pieces = token_surprisal(
+            run["model"],
+            sample["text"],
+            run["settings"]["window"],
+            run["settings"]["stride"],
+            loaded=lm,
+            max_tokens=SURPRISAL_MAX_TOKENS,
+        )
+    stored = sample["scores"].get("n_tokens")
+    shown_note = (
+        f" (the first {fmt_int(SURPRISAL_MAX_TOKENS)} tokens)"
+        if stored and stored > SURPRISAL_MAX_TOKENS
+        else f"; the run stored {sample['scores']['bits_total']:,.1f}"
+        if "bits_total" in sample["scores"]
+        else ""
+    )
+    st.caption(
+        "White = this sample's 5th percentile of bits or less, dark red = its 95th or more. "
+        f"Hover a token for its bits. Total {total_bits(pieces):,.1f} bits{shown_note}."
+    )
+    st.html(surprisal_html(pieces))
+
+
 # ---- the page -----------------------------------------------------------------------------------
 
 
@@ -220,8 +317,8 @@ try:
     st.caption(
         f"Dataset **{run['dataset']}** · model `{run['model']}` · {fmt_int(run['n_done'])} samples"
     )
-    meta_names = meta_columns(store, run["dataset"])
-    probes = probe_counts(store, run_id)
+    facts = load_run_facts(store, run_id)
+    meta_names, probes = facts.meta_columns, facts.probes
     y = "bits_per_token" if "bits_per_token" in columns else columns[-1]
     x = "n_tokens" if "n_tokens" in columns else "n_bytes"
 
@@ -279,6 +376,14 @@ try:
         )
         s2.number_input("at least", value=None, key="explore_min", on_change=on_range_input)
         s3.number_input("at most", value=None, key="explore_max", on_change=on_range_input)
+        if "near_dup_count" in columns:
+            st.checkbox(
+                "Only samples with a duplicate (exact or near)",
+                value="near_dup_count" in ranges(),
+                key=f"explore_only_dups_{'near_dup_count' in ranges()}",
+                on_change=toggle_duplicates_only,
+                help="Samples whose near_dup_count is at least 1: those in a duplicate cluster.",
+            )
         hide_probe = False
         if probes.get("train"):
             hide_probe = st.checkbox(
@@ -351,25 +456,28 @@ try:
         own = ranges().get(score)
         # With a range of its own, its bins stay put (the selection stays on them); the other
         # histograms zoom to the samples the filters keep.
-        hist = cached_histogram(
-            db, run_id, score, log_x, filters.without_ranges(score), by, own is not None
+        fig, left_out = histogram_chart(
+            db,
+            run_id,
+            score,
+            log_x,
+            filters.without_ranges(score),
+            by,
+            own is not None,
+            None if own is None else (own.low, own.high),
+            colors,
+            share,
         )
         with grid[i % 2]:
             st.plotly_chart(
-                selectable_histogram_figure(
-                    hist,
-                    LABELS.get(score, score),
-                    selected=None if own is None else (own.low, own.high),
-                    colors=colors,
-                    share=share,
-                ),
+                fig,
                 key=f"hist_{score}",
                 on_select=partial(on_histogram_select, score),
                 selection_mode=("points", "box"),
             )
-            if hist.n_left_out:
+            if left_out:
                 why = "no value" + (" or a value ≤ 0 (log axis)" if log_x else "")
-                st.caption(f"{fmt_int(hist.n_left_out)} samples left out: {why}.")
+                st.caption(f"{fmt_int(left_out)} samples left out: {why}.")
 
     if by is None:
         summary = cached_summary(db, run_id, tuple(columns), filters)
@@ -391,7 +499,6 @@ try:
     )
 
     if x in columns and y != x:
-        points, n_points = cached_scatter(db, run_id, x, y, filters.without_ranges(x, y), by)
         region = None
         if x in ranges() or y in ranges():
             rx, ry = ranges().get(x), ranges().get(y)
@@ -399,17 +506,26 @@ try:
                 (rx.low, rx.high) if rx else (None, None),
                 (ry.low, ry.high) if ry else (None, None),
             )
+        fig, n_drawn, n_points = scatter_chart(
+            db,
+            run_id,
+            x,
+            y,
+            filters.without_ranges(x, y),
+            by,
+            log_x,
+            colors if by else None,
+            region,
+        )
         st.plotly_chart(
-            scatter_figure(
-                points, LABELS.get(x, x), LABELS.get(y, y), log_x, colors if by else None, region
-            ),
+            fig,
             key="length_scatter",
             on_select=partial(on_scatter_select, x, y, "length_scatter"),
             selection_mode=("points", "box", "lasso"),
         )
         st.caption(
-            f"{fmt_int(len(points))} of {fmt_int(n_points)} samples"
-            + (" (a uniform random sample)" if len(points) < n_points else "")
+            f"{fmt_int(n_drawn)} of {fmt_int(n_points)} samples"
+            + (" (a uniform random sample)" if n_drawn < n_points else "")
             + ". Click a point to open that sample below; the tool bar's box select keeps the "
             "samples in a box."
         )
@@ -464,59 +580,10 @@ try:
     )
     st.number_input(f"Page (of {fmt_int(pages)})", min_value=1, max_value=pages, key="explore_page")
 
-    sample_id = st.session_state.get(OPEN) or ids[0]
-    st.subheader(f"Sample {sample_id}")
-    try:
-        sample = load_sample(store, run_id, sample_id)
-    except InputError:  # opened under another run
-        sample_id = st.session_state[OPEN] = ids[0]
-        sample = load_sample(store, run_id, sample_id)
-    if sample_id not in ids:
-        st.caption("Opened from the scatter or an earlier page of the list.")
-    cols = st.columns(min(len(sample["scores"]), 6) or 1)
-    for i, (name, value) in enumerate(list(sample["scores"].items())[:6]):
-        shown = fmt_int(value) if float(value).is_integer() else f"{value:,.4g}"
-        cols[i].metric(LABELS.get(name, name), shown)
-    if sample["probe"]:
-        st.warning(f"This sample was in the probe's **{sample['probe']}** split.")
-    if sample["meta"]:
-        st.caption("Metadata (the dataset's other columns)")
-        st.json(sample["meta"], expanded=True)
-    with st.expander(f"Full text ({fmt_int(sample['n_bytes'])} bytes)"):
-        st.code(sample["text"], language=None, wrap_lines=True)
+    one_sample(run, run_id, ids)
 
-    window = run["settings"].get("window")
-    if window and st.toggle(
-        "Colour the tokens by surprisal (bits each token cost the model)", key="explore_surprisal"
-    ):
-        from core.surprisal import surprisal_html, token_surprisal, total_bits
-
-        lm = cached_model(run["model"])
-        if run["model_hash"] and lm.model_hash != run["model_hash"]:
-            st.warning("The model's weights changed since this run: the colours may differ.")
-        with st.spinner("Computing per-token surprisal…"):
-            pieces = token_surprisal(
-                run["model"],
-                sample["text"],
-                window,
-                run["settings"]["stride"],
-                loaded=lm,
-                max_tokens=SURPRISAL_MAX_TOKENS,
-            )
-        stored = sample["scores"].get("n_tokens")
-        shown_note = (
-            f" (the first {fmt_int(SURPRISAL_MAX_TOKENS)} tokens)"
-            if stored and stored > SURPRISAL_MAX_TOKENS
-            else f"; the run stored {sample['scores']['bits_total']:,.1f}"
-            if "bits_total" in sample["scores"]
-            else ""
-        )
-        st.caption(
-            "White = this sample's 5th percentile of bits or less, dark red = its 95th or more. "
-            f"Hover a token for its bits. Total {total_bits(pieces):,.1f} bits{shown_note}."
-        )
-        st.html(surprisal_html(pieces))
-    elif not window:
-        st.caption("Token surprisal needs a run scored with a model.")
+    if "near_dup_count" in columns:
+        st.subheader("Duplicates")
+        duplicates_section(store, run_id)
 except InputError as exc:
     show_error(exc)

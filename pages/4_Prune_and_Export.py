@@ -19,22 +19,26 @@ from core.export import (
 from core.groups import group_kept_curve, group_table, load_groups, with_groups
 from core.prune import prune_preview
 from core.rule_names import RULES
-from core.rules import Rule
+from core.rules import Rule, parse_group_ratio
 from core.scores import WEIGHTED_PREFIX, score_columns, score_names, weighted_name
 from core.scoring import get_run, run_score_columns
 from core.store import Store
-from ui.charts import group_share_figure, histogram_figure, kept_curve_figure
+from ui.charts import cut_histogram_chart, group_share_chart, kept_curve_chart
 from ui.common import (
+    NO_STRATIFY,
     RULE_LABELS,
     fmt_int,
     follow_default,
     get_store,
+    pick_dedup,
     pick_group_by,
     pick_run,
+    pick_stratify,
     require_access,
     reset_to_default,
     show_error,
 )
+from ui.evidence import evidence_panel
 
 require_access()  # first: see ui/common.py
 
@@ -99,7 +103,19 @@ def cut_and_export() -> None:
                     format="%.4f",
                     key=f"threshold_high_{score}",
                 )
-        rule = Rule(kind, low, high, by)
+        rule = Rule(
+            kind,
+            low,
+            high,
+            by,
+            stratify=stratify,
+            group_ratios=tuple(
+                parse_group_ratio(kind, part.strip())
+                for part in overrides.split(",")
+                if part.strip()
+            ),
+            dedup=dedup,
+        )
         preview = prune_preview(
             store, run_id, score, rule, seed=st.session_state.get("prune_seed", 0)
         )
@@ -135,23 +151,33 @@ def cut_and_export() -> None:
                     f"first kept {kept}"
                 )
         st.caption(f"{RULE_LABELS[kind].split(' (')[0]} by {score}: " + "; ".join(cut_text) + ".")
+        if rule.stratify:
+            st.caption(
+                f"Within each {rule.stratify}: every group loses its own share, so the cuts "
+                "differ per group; the lines above bound them all."
+            )
+        if rule.dedup:
+            st.caption(
+                f"Duplicates first: {fmt_int(sel.n_duplicates)} of the pruned samples are "
+                f"{rule.dedup} duplicates (every copy but the one with the smallest sample id); "
+                f"the share applies to the {fmt_int(sel.n_ranked)} scored samples left."
+            )
 
-        fig = histogram_figure(hist, f"{score}: pruned parts shaded", height=300)
-        if hist.edges:
-            for tail, cut in sel.cuts.items():
-                if cut.k == 0 or cut.line is None:
-                    continue
-                x0, x1 = (hist.edges[0], cut.line) if tail == "low" else (cut.line, hist.edges[-1])
-                fig.add_vrect(x0=x0, x1=x1, fillcolor="crimson", opacity=0.15, line_width=0)
-                fig.add_vline(x=cut.line, line_color="crimson", line_dash="dash")
-        st.plotly_chart(fig, key="prune_hist")
+        shaded = [
+            (cut.line, hist.edges[0] if tail == "low" else hist.edges[-1])
+            for tail, cut in sel.cuts.items()
+            if hist.edges and cut.k and cut.line is not None
+        ]
+        st.vega_lite_chart(
+            *cut_histogram_chart(hist, f"{score}: pruned parts shaded", shaded), width="stretch"
+        )
 
         group_curve = None
         borderline, random_pruned = preview.borderline, preview.random_pruned
         if group_by is not None:
             groups = load_groups(store, run["dataset"], group_by)
             table = group_table(preview.ranking, sel, groups)
-            group_curve = group_kept_curve(preview.ranking, rule, groups)
+            group_curve = group_kept_curve(preview.ranking, rule, groups, inputs=preview.inputs)
             borderline = with_groups(borderline, preview.ranking, groups)
             random_pruned = with_groups(random_pruned, preview.ranking, groups)
             noun = f"{group_by.column} domain" if group_by.domain else group_by.column
@@ -161,7 +187,7 @@ def cut_and_export() -> None:
                 "prunes, the groups losing the largest share of their samples first. Unscored "
                 "samples are kept."
             )
-            st.plotly_chart(group_share_figure(table, group_by.label), key="prune_groups_chart")
+            st.vega_lite_chart(*group_share_chart(table, group_by.label), width="stretch")
             if not sel.has_tokens:
                 table = table.drop(columns=["tokens", "kept_tokens", "pruned_token_share"])
             st.dataframe(
@@ -214,8 +240,10 @@ def cut_and_export() -> None:
                 column_config={"score": st.column_config.NumberColumn(score, format="%.4f")},
             )
 
-        fig = kept_curve_figure(preview.curve, group_curve, sel.has_tokens)
-        st.plotly_chart(fig, key="prune_curve")
+        curve = kept_curve_chart(preview.curve, group_curve, sel.has_tokens)
+        st.vega_lite_chart(*curve, width="stretch")
+
+        evidence_panel(store, run_id, score, rule)
 
         st.subheader("Export")
         e1, e2, e3 = st.columns([1, 2, 1])
@@ -304,6 +332,21 @@ def cut_and_export() -> None:
         show_error(exc)
 
 
+def apply_preset(run_id: str, options: list[str]) -> None:
+    """A configuration sent from elsewhere (the Validate page's sweep): set the controls to it
+    once, before they are drawn."""
+    preset = st.session_state.pop("prune_preset", None)
+    if not preset or preset["run"] != run_id or preset["score"] not in options:
+        return
+    st.session_state["prune_score"] = preset["score"]
+    st.session_state["prune_rule"] = preset["rule"]
+    st.session_state["prune_by"] = "ratio"
+    st.session_state["prune_stratify"] = preset["stratify"] or NO_STRATIFY
+    low, high = preset["low"], preset["high"]
+    st.session_state["ratio_low"] = round(low * 100, 4)
+    st.session_state["ratio_high"] = round(high * 100, 4)
+
+
 store = get_store()
 db = str(store.path)
 run_id = pick_run(store, key="prune_run")
@@ -326,6 +369,7 @@ try:
         st.session_state["prune_score_run"] = run_id
         for stale in [k for k in st.session_state if str(k).startswith("threshold_")]:
             del st.session_state[stale]
+    apply_preset(run_id, options)
     c1, c2, c3 = st.columns([2, 1, 1])
     score = c1.selectbox(
         "Rank by",
@@ -345,6 +389,25 @@ try:
         key="prune_by",
         format_func={"ratio": "Share of samples", "threshold": "Score threshold"}.get,
     )
+    m1, m2, m3 = st.columns([1, 1, 2])
+    stratify = pick_stratify(store, run["dataset"], "prune_stratify", m1)
+    dedup = pick_dedup("prune_dedup", m2)
+    overrides = ""
+    if stratify and by == "ratio":
+        overrides = m3.text_input(
+            "Other ratios for some groups",
+            key="prune_group_ratios",
+            placeholder="python-docs=0, copyright=0.4"
+            if kind != "keep-middle"
+            else "python-docs=0:0, copyright=0.2:0.1",
+            help="GROUP=R, comma-separated (GROUP=LOW:HIGH for keep-middle): these groups take "
+            "their own share instead of the slider's; 0 keeps the whole group.",
+        )
+    elif stratify:
+        m3.caption(
+            "“Within each” applies to shares of samples: a threshold is the same in every group."
+        )
+        stratify = None
     cut_and_export()
 
 except InputError as exc:

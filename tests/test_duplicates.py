@@ -468,3 +468,30 @@ def test_summary_largest_clusters_and_word_diff_for_explore(tmp_path):
     changed = [piece for piece, differs in word_diff(long, near) if differs]
     assert changed == ["changed"]
     assert "".join(piece for piece, _ in word_diff(long, near)) == near
+
+
+def test_explore_shows_duplicates_and_filters_to_them(tmp_path, monkeypatch):
+    from core.ingest import ingest_dataset
+    from core.scoring import ScoreOptions, score_dataset
+    from tests.conftest import write_jsonl
+    from tests.helpers_pages import by_label, open_page
+
+    long = " ".join(f"word{i}" for i in range(120))
+    rows = [{"id": f"u{i}", "text": f"unique text number {i} " * 8} for i in range(12)]
+    rows += [{"id": "a", "text": long}, {"id": "b", "text": long}]
+    rows += [{"id": "c", "text": long.replace("word60", "changed")}]
+    store = Store(tmp_path / "ws.duckdb", lock_timeout=30)
+    ingest_dataset(store, str(write_jsonl(tmp_path / "d.jsonl", rows)), "d", id_column="id")
+    score_dataset(store, "d", ScoreOptions(model="none"))
+    monkeypatch.setenv("INFOPRUNE_DB", str(store.path))
+    at = open_page("3_Explore.py")
+    assert "Duplicates" in [h.value for h in at.subheader]
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Samples with an exact copy"] == "2"
+    assert metrics["Near dedup would prune"] == "2"
+    marked = [m.value for m in at.markdown if "<mark>" in m.value]
+    assert marked and "<mark>changed</mark>" in marked[0]
+    by_label(at.checkbox, "Only samples with a duplicate (exact or near)").check().run()
+    assert not at.exception
+    listed = next(d.value for d in at.dataframe if "sample_id" in d.value.columns)
+    assert sorted(listed["sample_id"]) == ["a", "b", "c"]

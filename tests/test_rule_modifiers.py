@@ -335,3 +335,63 @@ def test_cli_dry_run_and_export_with_stratify_and_dedup(duplicated, tmp_path, ca
     assert again.read_bytes() == out_path.read_bytes()
     assert main([*base[:-2], "--group-ratio", "nope=0", "--dry-run"]) == 2
     assert "no group 'nope' in source" in capsys.readouterr().err
+
+
+def test_prune_page_stratifies_deduplicates_and_validates_the_setting(duplicated, monkeypatch):
+    import core.validate
+    from tests.helpers_pages import by_label, open_page
+
+    store, run, clusters, _, scores, group_of = duplicated
+    started = []
+    monkeypatch.setattr(core.validate, "start_job", lambda s, kind, argv, ref: started.append(argv))
+    monkeypatch.setenv("INFOPRUNE_DB", str(store.path))
+    at = open_page("4_Prune_and_Export.py")
+    by_label(at.selectbox, "Rank by").set_value("word_entropy").run()
+    by_label(at.selectbox, "Within each").set_value("source").run()
+    by_label(at.selectbox, "Duplicates").set_value("exact").run()
+    by_label(at.slider, "Prune the lowest").set_value(20.0).run()
+    by_label(at.text_input, "Other ratios for some groups").set_value("code=0").run()
+    assert not at.exception and not at.error
+    rule = Rule(
+        "prune-low", 0.2, stratify="source", group_ratios=(GroupRatio("code", 0.0),), dedup="exact"
+    )
+    expected = brute_force(scores, group_of, rule, brute_force_duplicates(clusters, "exact"))
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Pruned samples"] == f"{len(expected):,}"
+    captions = " ".join(c.value for c in at.caption)
+    assert "Within each source" in captions and "exact duplicates" in captions
+    assert "No validation of this setting yet" in captions
+    out = by_label(at.text_input, "Write to").value
+    assert "within-source-overrides-dedup-exact-kept" in out
+    button = next(b for b in at.button if b.label.startswith("Validate this setting"))
+    assert button.disabled  # overrides cannot be validated
+    by_label(at.text_input, "Other ratios for some groups").set_value("").run()
+    next(b for b in at.button if b.label.startswith("Validate this setting")).click().run()
+    assert not at.exception and started
+    argv = started[0]
+    assert argv[argv.index("--stratify") + 1] == "source" and "--quick" in argv
+    assert argv[argv.index("--dedup") + 1] == "exact" and argv[argv.index("--ratios") + 1] == "0.2"
+
+
+def test_prune_page_takes_a_configuration_from_a_sweep(duplicated, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from tests.conftest import ROOT
+
+    store, run, *_ = duplicated
+    monkeypatch.setenv("INFOPRUNE_DB", str(store.path))
+    at = AppTest.from_file(str(ROOT / "pages" / "4_Prune_and_Export.py"), default_timeout=60)
+    at.session_state["prune_preset"] = {
+        "run": run,
+        "rule": "keep-middle",
+        "score": "gzip_bits_per_byte",
+        "stratify": "source",
+        "low": 0.15,
+        "high": 0.15,
+    }
+    at.run()
+    assert not at.exception
+    selects = {s.label: s.value for s in at.selectbox}
+    assert selects["Rank by"] == "gzip_bits_per_byte" and selects["Within each"] == "source"
+    assert at.radio[0].value == "keep-middle"
+    assert {s.label: s.value for s in at.slider}["Prune the highest"] == 15.0

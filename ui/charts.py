@@ -1,8 +1,10 @@
-"""Plotly figures shared by the Explore and Prune pages (figures only: data comes from core/)."""
+"""Charts of the Explore and Prune pages (charts only: data comes from core/): Plotly figures to
+click on Explore, Vega-Lite specs that Prune & Export redraws in place as its sliders move."""
 
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
 
 import pandas as pd
 import plotly.express as px
@@ -10,139 +12,205 @@ import plotly.graph_objects as go
 
 from core.histogram import Histogram
 
-
-def histogram_figure(hist: Histogram, title: str, height: int = 260) -> go.Figure:
-    """Bars of HIST; on a log axis each bin is drawn as a filled step between its edges."""
-    frame = hist.frame()
-    if hist.log_x:
-        xs = [
-            e
-            for left, right in zip(frame["left"], frame["right"], strict=True)
-            for e in (left, right)
-        ]
-        trace = go.Scatter(
-            x=xs,
-            y=[c for c in frame["count"] for _ in (0, 1)],
-            fill="tozeroy",
-            mode="lines",
-            hovertemplate="%{x:.4g}: %{y} samples<extra></extra>",
-        )
-    else:
-        trace = go.Bar(
-            x=(frame["left"] + frame["right"]) / 2,
-            y=frame["count"],
-            width=frame["right"] - frame["left"],
-            customdata=frame[["left", "right"]],
-            hovertemplate="%{customdata[0]:.4g} to %{customdata[1]:.4g}: %{y} samples"
-            "<extra></extra>",
-        )
-    fig = go.Figure(trace)
-    fig.update_layout(
-        title=title, height=height, margin=dict(l=10, r=10, t=40, b=10), bargap=0, showlegend=False
-    )
-    fig.update_xaxes(type="log" if hist.log_x else "linear")
-    fig.update_yaxes(title="samples")
-    return fig
-
-
 PRUNED_COLOR = "crimson"
 KEPT_COLOR = "#9db8d3"
 
 
-def group_share_figure(table: pd.DataFrame, label: str) -> go.Figure:
-    """Kept and pruned share of each group's samples (core.groups.group_table), top row first."""
-    groups = [str(g) for g in table["group"]]
+# ---- Prune & Export: charts redrawn at each move of a slider ----------------------------------
+#
+# Vega-Lite specs and their data (st.vega_lite_chart(data, spec)). A spec stays the same while the
+# sliders move, only the data changes, and the browser updates such a chart in place; a changed
+# Plotly figure is a new chart, drawn from scratch. Drawn as SVG: what is drawn is in the page.
+
+VegaChart = tuple[pd.DataFrame, dict]
+_SVG = {"embedOptions": {"renderer": "svg"}}
+
+
+def cut_histogram_chart(
+    hist: Histogram, title: str, cuts: Sequence[tuple[float, float]] = (), height: int = 300
+) -> VegaChart:
+    """Bars of HIST (equal-width bins); each of CUTS, (line, end), shades from a dashed line at
+    `line` to `end` (what a rule prunes)."""
+    data = pd.DataFrame(
+        {
+            "kind": ["bin"] * len(hist.counts) + ["cut"] * len(cuts),
+            "left": [*hist.edges[:-1], *(line for line, _ in cuts)],
+            "right": [*hist.edges[1:], *(end for _, end in cuts)],
+            "count": [*hist.counts, *(0 for _ in cuts)],
+        }
+    )
+    x = {"field": "left", "type": "quantitative", "title": None}
+    spec = {
+        "title": title,
+        "height": height,
+        "usermeta": _SVG,
+        "layer": [
+            {
+                "transform": [{"filter": "datum.kind == 'bin'"}],
+                "mark": "rect",
+                "encoding": {
+                    "x": x | {"scale": {"zero": False, "nice": False}},
+                    "x2": {"field": "right"},
+                    "y": {"field": "count", "type": "quantitative", "title": "samples"},
+                    "y2": {"datum": 0},
+                    "tooltip": [
+                        {"field": "left", "title": "from", "format": ".4g"},
+                        {"field": "right", "title": "to", "format": ".4g"},
+                        {"field": "count", "title": "samples", "format": ","},
+                    ],
+                },
+            },
+            {
+                "transform": [{"filter": "datum.kind == 'cut'"}],
+                "mark": {"type": "rect", "color": PRUNED_COLOR, "opacity": 0.15},
+                "encoding": {"x": x, "x2": {"field": "right"}},
+            },
+            {
+                "transform": [{"filter": "datum.kind == 'cut'"}],
+                "mark": {"type": "rule", "color": PRUNED_COLOR, "strokeDash": [6, 4]},
+                "encoding": {"x": x},
+            },
+        ],
+    }
+    return data, spec
+
+
+def group_share_chart(table: pd.DataFrame, label: str) -> VegaChart:
+    """Kept and pruned share of each group's samples (core.groups.group_table), its first row on
+    top."""
+    groups = table["group"].astype(str)
     hover = [
-        f"{g}: {p:,} of {n:,} samples pruned, {k:,} kept"
-        for g, p, k, n in zip(groups, table["pruned"], table["kept"], table["samples"], strict=True)
+        f"{p:,} of {n:,} samples pruned, {k:,} kept"
+        for p, k, n in zip(table["pruned"], table["kept"], table["samples"], strict=True)
     ]
-    fig = go.Figure(
-        [
-            go.Bar(
-                y=groups,
-                x=table["pruned_share"],
-                name="pruned",
-                orientation="h",
-                marker_color=PRUNED_COLOR,
-                text=[f"{s:.1%}" for s in table["pruned_share"]],
-                textposition="inside",
-                textangle=0,
-                hovertext=hover,
-                hoverinfo="text",
-            ),
-            go.Bar(
-                y=groups,
-                x=1 - table["pruned_share"],
-                name="kept",
-                orientation="h",
-                marker_color=KEPT_COLOR,
-                hovertext=hover,
-                hoverinfo="text",
-            ),
-        ]
+    rows = pd.DataFrame(
+        {
+            "group": groups,
+            "order": range(len(table)),
+            "share": table["pruned_share"],
+            "label": [f"{s:.1%}" for s in table["pruned_share"]],
+            "counts": hover,
+        }
     )
-    fig.update_layout(
-        barmode="stack",
-        title=f"Share of samples pruned, per {label}",
-        height=90 + 26 * len(groups),
-        uniformtext=dict(minsize=10, mode="hide"),  # a share too narrow to label is in the hover
-        margin=dict(l=10, r=30, t=40, b=10),  # room for the 100 % tick
-        legend=dict(
-            orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom", traceorder="normal"
-        ),
+    data = pd.concat(
+        [rows.assign(part="pruned"), rows.assign(part="kept", share=1 - rows["share"], label="")],
+        ignore_index=True,
     )
-    fig.update_xaxes(tickformat=".0%", range=[0, 1], tickvals=[0, 0.2, 0.4, 0.6, 0.8, 1])
-    # Category axis: group names that read as numbers (years) stay names; first row on top.
-    fig.update_yaxes(type="category", autorange="reversed")
-    return fig
+    # Nominal axis: group names that read as numbers (years) stay names.
+    y = {
+        "field": "group",
+        "type": "nominal",
+        "title": None,
+        "sort": {"field": "order", "op": "min"},
+        "axis": {"labelOverlap": False},
+    }
+    spec = {
+        "title": f"Share of samples pruned, per {label}",
+        "height": 90 + 26 * len(table),  # with the title, the legend and the axis
+        "usermeta": _SVG,
+        "encoding": {"y": y},
+        "layer": [
+            {
+                "mark": "bar",
+                "encoding": {
+                    "x": {
+                        "field": "share",
+                        "type": "quantitative",
+                        "stack": "zero",
+                        "title": None,
+                        "scale": {"domain": [0, 1]},
+                        "axis": {"format": ".0%", "values": [0, 0.2, 0.4, 0.6, 0.8, 1]},
+                    },
+                    "color": {
+                        "field": "part",
+                        "type": "nominal",
+                        "title": None,
+                        "scale": {
+                            "domain": ["pruned", "kept"],
+                            "range": [PRUNED_COLOR, KEPT_COLOR],
+                        },
+                        "legend": {"orient": "top"},
+                    },
+                    "order": {"field": "part", "sort": "descending"},  # pruned first, from 0
+                    "tooltip": [
+                        {"field": "group", "title": label},
+                        {"field": "counts", "title": "samples"},
+                    ],
+                },
+            },
+            {  # a share too narrow to label is in the tooltip
+                "transform": [{"filter": "datum.part == 'pruned' && datum.share >= 0.06"}],
+                "mark": {"type": "text", "align": "right", "dx": -4, "color": "white"},
+                "encoding": {
+                    "x": {"field": "share", "type": "quantitative"},
+                    "text": {"field": "label"},
+                },
+            },
+        ],
+    }
+    return data, spec
 
 
-def kept_curve_figure(
+def kept_curve_chart(
     curve: pd.DataFrame, group_curve: pd.DataFrame | None, has_tokens: bool
-) -> go.Figure:
+) -> VegaChart:
     """Kept share of tokens (bytes without token counts) against the share of samples pruned,
     for all samples and, when grouped, one line per group; the current ratio marked."""
     y = "kept_tokens_share" if has_tokens else "kept_bytes_share"
-    fig = go.Figure(
-        go.Scatter(
-            x=curve["pruned_ratio"],
-            y=curve[y],
-            mode="lines+markers",
-            name="all samples",
-            line=dict(color="black", width=3),
-        )
-    )
+    every = "all samples"
+    parts = [curve.assign(series=every)]
     if group_curve is not None:
-        for group, points in group_curve.groupby("group", sort=False):
-            fig.add_trace(
-                go.Scatter(
-                    x=points["pruned_ratio"],
-                    y=points[y],
-                    mode="lines+markers",
-                    name=str(group),
-                    marker=dict(size=[9 if now else 0 for now in points["current"]]),
-                )
-            )
-    current = curve[curve["current"]]
-    fig.add_trace(
-        go.Scatter(
-            x=current["pruned_ratio"],
-            y=current[y],
-            mode="markers",
-            name="now",
-            marker=dict(size=12, color=PRUNED_COLOR),
-        )
-    )
-    fig.update_layout(
-        title=f"Kept share of {'tokens' if has_tokens else 'bytes'} against share of samples "
+        parts.append(group_curve.rename(columns={"group": "series"}))
+    data = pd.concat(parts, ignore_index=True)[["series", "pruned_ratio", y, "current"]]
+    data = data.rename(columns={y: "kept"})
+    groups = [] if group_curve is None else list(dict.fromkeys(group_curve["group"].astype(str)))
+    palette = group_colors(groups)
+    color = {
+        "field": "series",
+        "type": "nominal",
+        "title": None,
+        "scale": {
+            "domain": [every, *groups],
+            "range": ["black", *(palette[g] for g in groups)],
+        },
+        "legend": {"orient": "right"} if groups else None,
+    }
+    percent = {"type": "quantitative", "axis": {"format": ".0%"}}
+    mine = f"datum.series == '{every}'"
+    spec = {
+        "title": f"Kept share of {'tokens' if has_tokens else 'bytes'} against share of samples "
         "pruned",
-        height=280 if group_curve is None else 380,
-        margin=dict(l=10, r=10, t=40, b=10),
-        showlegend=group_curve is not None,
-    )
-    fig.update_xaxes(title="share of scored samples pruned", tickformat=".0%")
-    fig.update_yaxes(title="kept share", tickformat=".0%", range=[0, 1.02])
-    return fig
+        "height": 280 if group_curve is None else 380,
+        "usermeta": _SVG,
+        "encoding": {
+            "x": {"field": "pruned_ratio", "title": "share of scored samples pruned"} | percent,
+            "y": {"field": "kept", "title": "kept share", "scale": {"domain": [0, 1.02]}} | percent,
+            "color": color,
+            "tooltip": [
+                {"field": "series", "title": "samples"},
+                {"field": "pruned_ratio", "title": "pruned", "format": ".1%"},
+                {"field": "kept", "title": "kept", "format": ".1%"},
+            ],
+        },
+        "layer": [
+            {
+                "mark": "line",
+                "encoding": {
+                    "strokeWidth": {"condition": {"test": mine, "value": 3}, "value": 1.5}
+                },
+            },
+            {"transform": [{"filter": mine}], "mark": {"type": "point", "filled": True}},
+            {  # the current ratio: on every line, larger and red on all samples'
+                "transform": [{"filter": "datum.current"}],
+                "mark": {"type": "point", "filled": True, "opacity": 1},
+                "encoding": {
+                    "size": {"condition": {"test": mine, "value": 160}, "value": 70},
+                    "color": {"condition": {"test": mine, "value": PRUNED_COLOR}} | color,
+                },
+            },
+        ],
+    }
+    return data, spec
 
 
 # ---- Explore: charts a click or a box selects from (st.plotly_chart(on_select=...)) ----------
