@@ -153,8 +153,8 @@ def cut_and_export() -> None:
         st.caption(f"{RULE_LABELS[kind].split(' (')[0]} by {score}: " + "; ".join(cut_text) + ".")
         if rule.stratify:
             st.caption(
-                f"Within each {rule.stratify}: every group loses its own share, so the cuts "
-                "differ per group; the lines above bound them all."
+                f"Within each {rule.stratify}: every group loses its own share, so the cut falls "
+                "at another score in each group (the histogram shows no single cut)."
             )
         if rule.dedup:
             st.caption(
@@ -163,10 +163,13 @@ def cut_and_export() -> None:
                 f"the share applies to the {fmt_int(sel.n_ranked)} scored samples left."
             )
 
+        evidence_panel(store, run_id, score, rule)
+
+        # Within each group the cut falls at another score: one shaded band would mislead.
         shaded = [
             (cut.line, hist.edges[0] if tail == "low" else hist.edges[-1])
             for tail, cut in sel.cuts.items()
-            if hist.edges and cut.k and cut.line is not None
+            if hist.edges and cut.k and cut.line is not None and not rule.stratify
         ]
         st.vega_lite_chart(
             *cut_histogram_chart(hist, f"{score}: pruned parts shaded", shaded), width="stretch"
@@ -242,8 +245,6 @@ def cut_and_export() -> None:
 
         curve = kept_curve_chart(preview.curve, group_curve, sel.has_tokens)
         st.vega_lite_chart(*curve, width="stretch")
-
-        evidence_panel(store, run_id, score, rule)
 
         st.subheader("Export")
         e1, e2, e3 = st.columns([1, 2, 1])
