@@ -366,6 +366,9 @@ def live(run_id: str) -> None:
                 "bpb_std": st.column_config.NumberColumn("± std ", format="%.4f"),
                 "train_tokens": st.column_config.NumberColumn("train tokens", format="%d"),
                 "steps": st.column_config.NumberColumn("steps", format="%d"),
+                "target_bpt_mean": st.column_config.NumberColumn(
+                    "target bits/token", format="%.4f", help="on the target set, mean over seeds"
+                ),
                 "minus_random": st.column_config.NumberColumn(
                     "− its random arm",
                     format="%+.4f",
