@@ -324,6 +324,14 @@ def _open_with_retry(path: str, timeout: float) -> duckdb.DuckDBPyConnection:
     while True:
         try:
             return duckdb.connect(path)
+        except duckdb.ResourceInUseException as exc:
+            # Threads of one process (the app's sessions) that open and close the same file at
+            # the same moment race in DuckDB's instance cache: "Unique file handle conflict".
+            # The file is fine; the next try gets the instance.
+            if "unique file handle conflict" not in str(exc).lower() or time.monotonic() > deadline:
+                raise InputError(f"cannot open the store {path}: {first_line(exc)}") from exc
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.5)
         except duckdb.IOException as exc:
             msg = str(exc).lower()
             if not any(h in msg for h in _LOCK_HINTS):

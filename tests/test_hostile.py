@@ -663,3 +663,27 @@ def test_a_store_file_deleted_under_a_running_process_is_made_anew(tmp_path):
     assert store.query("SELECT count(*) FROM runs") == [(0,)]
     store.path.unlink()  # e.g. the user removes the workspace while the app runs
     assert store.query("SELECT count(*) FROM runs") == [(0,)]
+
+
+def test_threads_opening_one_store_at_once_never_fail(tmp_path):
+    """The app's sessions are threads of one process: DuckDB's instance cache can refuse one that
+    opens the file while another closes it ("Unique file handle conflict"); Store retries it."""
+    import threading
+
+    store = Store(tmp_path / "ws.duckdb", lock_timeout=30)
+    store.query("SELECT 1")
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(300):
+                assert store.query("SELECT 42") == [(42,)]
+        except BaseException as exc:  # noqa: BLE001 - every failure is the finding
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:3]

@@ -623,7 +623,7 @@ def test_evidence_for_a_rule_is_the_matching_validation_or_the_nearest_ratios(do
     assert list(overall["validation_id"]) == [vid] and list(overall["ratio"]) == [0.2]
     assert exact.best["validation_id"] == vid and exact.best["eval_set"] == "heldout"
     between = evidence_for(store, run_id, "bits_per_token", Rule("prune-low", 0.3))
-    assert between.exact.empty and sorted(between.nearest["ratio"]) == [0.2, 0.4]
+    assert between.exact.empty and set(between.nearest["ratio"]) == {0.2, 0.4}
     for other in (
         Rule("prune-high", None, 0.2),
         Rule("prune-low", 0.2, stratify="id"),
