@@ -203,6 +203,7 @@ PROCESS_TABLES = ("runs", "probes", "validations", "jobs")
 
 DUCKDB_MAGIC = b"DUCK"  # bytes 8-11 of every DuckDB database file
 _LOCK_HINTS = ("could not set lock", "conflicting lock")
+_OPEN_CLOSE = threading.RLock()  # one open or close of a store at a time in this process
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _schema_ready: set[str] = set()
 SCHEMA_PROBE_TABLE = "jobs"  # the last table SCHEMA creates
@@ -243,12 +244,18 @@ class Store:
         """Open the file (waiting while another process holds it), yield, close."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         _check_is_duckdb(self.path)
-        con = _open_with_retry(str(self.path), self.lock_timeout)
+        # Threads of one process open and close one DuckDB instance: DuckDB's instance cache
+        # races when one thread opens the file while another closes its last connection (a
+        # refused open, or a connection to a half-closed database). Opens and closes of this
+        # process take turns; the work in between does not.
+        with _OPEN_CLOSE:
+            con = _open_with_retry(str(self.path), self.lock_timeout)
         try:
             self._ensure_schema(con)
             yield con
         finally:
-            con.close()
+            with _OPEN_CLOSE:
+                con.close()
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
