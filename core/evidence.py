@@ -8,6 +8,8 @@ as the closest evidence there is. Effects come from core/effects.py (interval an
 from __future__ import annotations
 
 import json
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import pandas as pd
@@ -60,12 +62,12 @@ def evidence_for(store: Store, run_id: str, score: str, rule: Rule) -> Evidence:
     shares = rule_shares(rule)
     arm = "dedup+pruned" if rule.dedup else "pruned"
     candidates = store.query(
-        "SELECT validation_id, ratios, settings, status FROM validations "
+        "SELECT validation_id, ratios, settings, status, finished_at FROM validations "
         "WHERE run_id = ? AND score = ? AND rule = ?",
         [run_id, score, rule.kind],
     )
     frames, running = [], []
-    for vid, ratios, settings, status in candidates:
+    for vid, ratios, settings, status, finished_at in candidates:
         settings = json.loads(settings)
         if settings.get("stratify") != rule.stratify:
             continue
@@ -75,7 +77,7 @@ def evidence_for(store: Store, run_id: str, score: str, rule: Rule) -> Evidence:
             continue
         if status == "running" and shares is not None and _has_ratio(ratios, shares):
             running.append(vid)
-        table = effects(store, vid, by_group=True)
+        table = _effects(store, vid, status, finished_at)
         table = table[table["arm"] == arm]
         if not table.empty:
             frames.append(
@@ -90,6 +92,29 @@ def evidence_for(store: Store, run_id: str, score: str, rule: Rule) -> Evidence:
     same = pd.Series([_same_split(r, shares) for r in exact.itertuples()], index=exact.index)
     exact = exact.loc[same.astype(bool)]
     return Evidence(exact.drop(columns="low_high"), _nearest(every, shares), running)
+
+
+_finished: OrderedDict[tuple, pd.DataFrame] = OrderedDict()
+_finished_guard = threading.Lock()
+_CACHE_SIZE = 64
+
+
+def _effects(store: Store, vid: str, status: str, finished_at) -> pd.DataFrame:
+    """A validation's effects per group; those of a finished one are computed once per process
+    (its bootstrap is hundreds of milliseconds, and the Prune page asks on every slider step)."""
+    if status != "done":
+        return effects(store, vid, by_group=True)
+    key = (str(store.path), vid, str(finished_at))
+    with _finished_guard:
+        if key in _finished:
+            _finished.move_to_end(key)
+            return _finished[key]
+    table = effects(store, vid, by_group=True)
+    with _finished_guard:
+        _finished[key] = table
+        while len(_finished) > _CACHE_SIZE:
+            _finished.popitem(last=False)
+    return table
 
 
 def _has_ratio(ratios_json: str, shares: tuple[float, float]) -> bool:
