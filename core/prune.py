@@ -377,18 +377,34 @@ def select(ranking: Ranking, rule: Rule, inputs: RuleInputs | None = None) -> Se
         return _select_modified(ranking, rule, inputs)
     k_low, k_high = prune_counts(ranking.scores, rule)
     pruned_tokens, pruned_bytes = ranking.pruned_totals(k_low, k_high)
+    return _selection(
+        ranking,
+        rule,
+        k_low,
+        k_high,
+        cuts(ranking.scores, k_low, k_high, rule),
+        pruned_tokens,
+        pruned_bytes,
+    )
+
+
+def _selection(
+    ranking: Ranking, rule: Rule, k_low, k_high, cuts_, pruned_tokens, pruned_bytes, **masks
+) -> Selection:
+    """A Selection of RANKING from what a rule prunes (MASKS: a modified rule's masks)."""
     return Selection(
         rule=rule,
         n_scored=ranking.n,
         n_unscored=ranking.n_unscored,
         k_low=k_low,
         k_high=k_high,
-        cuts=cuts(ranking.scores, k_low, k_high, rule),
+        cuts=cuts_,
         kept_tokens=ranking.total_tokens - pruned_tokens,
         total_tokens=ranking.total_tokens,
         kept_bytes=ranking.total_bytes - pruned_bytes,
         total_bytes=ranking.total_bytes,
         has_tokens=ranking.has_tokens,
+        **masks,
     )
 
 
@@ -422,19 +438,14 @@ def _select_modified(ranking: Ranking, rule: Rule, inputs: RuleInputs | None) ->
     if unscored_duplicate is not None:
         pruned_tokens += int(ranking.unscored_n_tokens[unscored_duplicate].sum())
         pruned_bytes += int(ranking.unscored_n_bytes[unscored_duplicate].sum())
-    k_low, k_high = int(low.sum()), int(high.sum())
-    return Selection(
-        rule=rule,
-        n_scored=ranking.n,
-        n_unscored=ranking.n_unscored,
-        k_low=k_low,
-        k_high=k_high,
-        cuts=_masked_cuts(ranking.scores, rule, low, high, pruned),
-        kept_tokens=ranking.total_tokens - pruned_tokens,
-        total_tokens=ranking.total_tokens,
-        kept_bytes=ranking.total_bytes - pruned_bytes,
-        total_bytes=ranking.total_bytes,
-        has_tokens=ranking.has_tokens,
+    return _selection(
+        ranking,
+        rule,
+        int(low.sum()),
+        int(high.sum()),
+        _masked_cuts(ranking.scores, rule, low, high, pruned),
+        pruned_tokens,
+        pruned_bytes,
         low=low,
         high=high,
         duplicate=duplicate,

@@ -349,13 +349,7 @@ def prepare_pool(store: Store, spec: Spec, run: dict) -> Pool:
         rows = [r for r in rows if r[1] not in reserved]
     row_idx = [r[0] for r in rows]
     ids = [r[1] for r in rows]
-    seen = {
-        r[0]
-        for r in store.query(
-            "SELECT sample_id FROM probe_samples WHERE model_hash = ? AND fingerprint = ?",
-            [run["model_hash"], run["fingerprint"]],
-        )
-    }
+    seen = _probe_seen(store, run)
     s = spec.settings
     eval_pos, pool_pos = split_eval_pool(
         ids, [r[2] for r in rows], seen, s.eval_bytes, s.pool_bytes
@@ -371,7 +365,11 @@ def prepare_pool(store: Store, spec: Spec, run: dict) -> Pool:
     in_pool = {_text_hash(t) for t in pool_texts}
     by = _report_by(store, spec, run["dataset"])
     eval_ids = [ids[p] for p in eval_pos]
-    eval_sets = {HELDOUT: EvalSet(eval_texts, eval_ids, _groups_of(store, run, by, eval_ids))}
+    eval_sets = {
+        HELDOUT: EvalSet(
+            eval_texts, eval_ids, _labels_of(store, run["dataset"], by, eval_ids, required=True)
+        )
+    }
     info = {
         "group_by": by,
         "heldout_texts_in_pool": sum(_text_hash(t) in in_pool for t in eval_texts),
@@ -397,6 +395,17 @@ def prepare_pool(store: Store, spec: Spec, run: dict) -> Pool:
     return Pool(eval_sets, pool_texts, pool_tokens, pool_rows, tokenizer, info)
 
 
+def _probe_seen(store: Store, run: dict) -> set[str]:
+    """Sample ids the run's model trained or validated on: never evaluated on."""
+    return {
+        r[0]
+        for r in store.query(
+            "SELECT sample_id FROM probe_samples WHERE model_hash = ? AND fingerprint = ?",
+            [run["model_hash"], run["fingerprint"]],
+        )
+    }
+
+
 def _text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -409,11 +418,6 @@ def _report_by(store: Store, spec: Spec, dataset: str) -> str | None:
     if spec.group_by or spec.stratify:
         return spec.group_by or spec.stratify
     return "source" if "source" in {str(o) for o in group_options(store, dataset)} else None
-
-
-def _groups_of(store: Store, run: dict, by: str | None, sample_ids: list[str]) -> list:
-    """The group label of each sample of the run's dataset under BY (None without BY)."""
-    return _labels_of(store, run["dataset"], by, sample_ids, required=True)
 
 
 def _labels_of(
@@ -468,15 +472,7 @@ def _choose_target(store: Store, spec: Spec, run: dict) -> list[str]:
     the held-out set's byte budget (the others stay eligible for the pool). The run's probe
     never trained on them when the target is the run's own dataset."""
     _, ids, n_bytes = _target_rows(store, spec, run)
-    seen = set()
-    if spec.eval_dataset == run["dataset"]:
-        seen = {
-            r[0]
-            for r in store.query(
-                "SELECT sample_id FROM probe_samples WHERE model_hash = ? AND fingerprint = ?",
-                [run["model_hash"], run["fingerprint"]],
-            )
-        }
+    seen = _probe_seen(store, run) if spec.eval_dataset == run["dataset"] else set()
     chosen, got = [], 0
     for p in seeded_order(ids, SPLIT_SEED):
         if got >= spec.settings.eval_bytes:
