@@ -144,6 +144,8 @@ def cut_and_export() -> None:
             side = "lowest" if tail == "low" else "highest"
             if cut.k == 0:
                 cut_text.append(f"nothing pruned from the {side} end")
+            elif rule.stratify:  # no one score separates pruned from kept across groups
+                cut_text.append(f"{side} {fmt_int(cut.k)} pruned")
             else:
                 kept = "—" if cut.first_kept is None else f"{cut.first_kept:.4f}"
                 cut_text.append(
@@ -172,7 +174,10 @@ def cut_and_export() -> None:
             if hist.edges and cut.k and cut.line is not None and not rule.stratify
         ]
         st.vega_lite_chart(
-            *cut_histogram_chart(hist, f"{score}: pruned parts shaded", shaded), width="stretch"
+            *cut_histogram_chart(
+                hist, score if rule.stratify else f"{score}: pruned parts shaded", shaded
+            ),
+            width="stretch",
         )
 
         group_curve = None
