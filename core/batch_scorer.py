@@ -45,7 +45,7 @@ class BatchScorer:
         from core.engine import EngineSettings, Scorer
         from core.models import load_model
 
-        lm = load_model(opts.model, opts.allow_pickle, opts.trust_remote_code)
+        lm = load_model(opts.model, opts.allow_pickle, opts.trust_remote_code, weights_only=True)
         if model_hash is not None and lm.model_hash != model_hash:
             raise InputError(
                 f"the weights of {opts.model} differ on this node (hash {lm.model_hash}, driver "

@@ -2,8 +2,10 @@
 
 Every sample is scored whole: sequences longer than the window are split into overlapping windows
 (the fixed-length perplexity recipe) so each token is predicted once, with at least W - S tokens of
-left context. Two forward paths give the same numbers: a generic one for any Hugging Face causal LM
-(windows as padded rows) and a lean GPT-2 one that packs windows back to back with no padding.
+left context. Three forward paths give the same numbers: windows packed back to back with no
+padding through the model's own layers (Llama, Mistral, Qwen2/3, GPT-NeoX: attention goes through
+transformers' attention interface, so only it needs the window boundaries), a lean GPT-2
+re-implementation packed the same way, and padded rows for any other Hugging Face causal LM.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch.nn.functional as F
 
 from core.devices import max_positions, resolve_device, resolve_dtype, resolve_window
 from core.errors import InputError
+from core.models import GPT2_ACTIVATIONS, Gpt2Weights
 
 LN2 = math.log(2.0)
 # Head chunks: [rows, vocab_cols] logits are all that is ever materialised (16 MB in fp32); these
@@ -29,9 +32,9 @@ HEAD_COLS = 4096
 # The packed path's linear layers slow down past ~4k rows (outputs fall out of cache), so it never
 # forwards more tokens at once, whatever the budget.
 PACKED_TOKENS = 4096
-# The eager log-sum-exp makes several passes over its input; over 64-row blocks (1 MB in fp32 at
-# 4,096 columns) they stay in L2, which makes the head several times faster (docs/benchmarks.md).
-LSE_ROWS = 64
+# The head's log-sum-exp runs over blocks of this many rows (2 MB in fp32 at 4,096 columns), which
+# stay in L2: several times faster than one pass over a whole chunk (docs/benchmarks.md).
+LSE_ROWS = 128
 
 
 @dataclass(frozen=True)
@@ -43,7 +46,7 @@ class EngineSettings:
     max_batch_tokens: int = 8192  # token budget per forward batch (rows * row length)
     dtype: str = "auto"  # auto|float32|bfloat16|float16
     device: str = "auto"  # auto|cpu|cuda|cuda:N|mps
-    fast_path: bool = True  # use the packed GPT-2 forward when the model allows it
+    fast_path: bool = True  # use a packed forward when the model allows it
     compile: bool = False  # torch.compile the fast path's layers (slow first call, disk cache)
 
 
@@ -124,13 +127,15 @@ class Scorer:
             raise InputError("max_batch_tokens must be positive — pass --max-batch-tokens 8192")
         if self.device == "cpu":
             _set_cpu_threads()
-        model.eval()
         self._prefix = prefix_token(tokenizer)
         torch_dtype = getattr(torch, self.dtype)
-        if settings.fast_path and _Gpt2Packed.supports(model):
+        # Gpt2Weights (read without transformers) have the packed path only.
+        if isinstance(model, Gpt2Weights) or (settings.fast_path and _Gpt2Packed.supports(model)):
             self.path = _Gpt2Packed(model, torch_dtype, self.device, settings.compile)
+        elif settings.fast_path and _HfPacked.supports(model, self.window):
+            self.path = _HfPacked(model, torch_dtype, self.device)
         else:
-            self.path = _PaddedRows(model, torch_dtype, self.device)
+            self.path = _PaddedRows(model.eval(), torch_dtype, self.device)
         self.path_name = type(self.path).__name__
 
     def tokenize(self, texts: list[str]) -> list[list[int]]:
@@ -224,12 +229,19 @@ def _chunk_lse(logits: torch.Tensor) -> torch.Tensor:
 
 
 def blocked_lse(logits: torch.Tensor) -> torch.Tensor:
-    """Log-sum-exp of each row in fp32; on a CPU LSE_ROWS rows at a time, so they stay in cache."""
+    """Log-sum-exp of each row in fp32; on a CPU LSE_ROWS rows at a time, so they stay in cache.
+
+    On a CPU it is read off log_softmax (lse = x_0 - log_softmax(x)_0): one fused, vectorised
+    kernel, where `logsumexp` makes a pass each for the cast, the max, the subtraction, the exp
+    and the sum — the head of a small model spent most of its time there.
+    """
     if logits.device.type != "cpu":  # a GPU wants one large kernel, not many small ones
         return _chunk_lse(logits)
     out = torch.empty(logits.shape[0], dtype=torch.float32, device=logits.device)
     for r0 in range(0, logits.shape[0], LSE_ROWS):
-        out[r0 : r0 + LSE_ROWS] = logits[r0 : r0 + LSE_ROWS].float().logsumexp(-1)
+        block = logits[r0 : r0 + LSE_ROWS]
+        log_p = torch.log_softmax(block, -1, dtype=torch.float32)
+        out[r0 : r0 + LSE_ROWS] = block[:, 0].float() - log_p[:, 0]
     return out
 
 
@@ -256,6 +268,45 @@ def _to_device(t: torch.Tensor, device: str) -> torch.Tensor:
     if device.startswith("cuda"):
         return t.pin_memory().to(device, non_blocking=True)
     return t.to(device)
+
+
+def take_packed(pieces, i: int, budget: int):
+    """Pieces from pieces[i:] while their tokens fit the budget (at least one)."""
+    budget = min(budget, PACKED_TOKENS)
+    j, used = i, 0
+    while j < len(pieces) and (j == i or used + len(pieces[j][1]) <= budget):
+        used += len(pieces[j][1])
+        j += 1
+    return pieces[i:j]
+
+
+@dataclass(frozen=True)
+class Packed:
+    """A batch of windows back to back in one row: what a packed forward path needs."""
+
+    ids: torch.Tensor  # [tokens]
+    positions: torch.Tensor  # [tokens], restarting at 0 in every window
+    hidden_rows: torch.Tensor  # the rows whose next token is scored
+    targets: torch.Tensor  # the token each of those rows predicts
+    owners: torch.Tensor  # the sample each scored token belongs to
+    groups: list[tuple[int, int, int]]  # (offset, window length, count): runs of equal windows
+
+    @classmethod
+    def of(cls, batch, device: str) -> Packed:
+        ids, pos, hid, tgt, owner, groups = [], [], [], [], [], []
+        for sample, toks, rel in batch:
+            off, n = len(ids), len(toks)
+            ids.extend(toks)
+            pos.extend(range(n))
+            hid.extend(range(off + rel - 1, off + n - 1))
+            tgt.extend(toks[rel:])
+            owner.extend([sample] * (n - rel))
+            if groups and groups[-1][1] == n:
+                groups[-1][2] += 1
+            else:
+                groups.append([off, n, 1])
+        tensors = (_to_device(torch.tensor(x), device) for x in (ids, pos, hid, tgt, owner))
+        return cls(*tensors, [tuple(g) for g in groups])
 
 
 class _PaddedRows:
@@ -321,55 +372,59 @@ class _Gpt2Packed:
     with positions restarting at 0, which is exactly what the model computes for a lone window.
     """
 
-    ACTIVATIONS = {"gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu": "none"}
-
     @classmethod
     def supports(cls, model) -> bool:
         cfg = model.config
         return (
             type(model).__name__ == "GPT2LMHeadModel"
-            and cfg.activation_function in cls.ACTIVATIONS
+            and cfg.activation_function in GPT2_ACTIVATIONS
             and not getattr(cfg, "add_cross_attention", False)
             and getattr(model.lm_head, "bias", None) is None
         )
 
     def __init__(self, model, dtype: torch.dtype, device: str, compile_layers: bool):
-        cfg = model.config
-        tr = model.transformer
+        """MODEL: a GPT2LMHeadModel, or the same weights read from its files (Gpt2Weights)."""
+        if isinstance(model, Gpt2Weights):
+            cfg, state = model.config, model.state
+        else:
+            cfg = model.config
+            state = {k.removeprefix("transformer."): v for k, v in model.state_dict().items()}
         self.device = device
         self.dtype = dtype
         self.heads = cfg.n_head
         self.eps = cfg.layer_norm_epsilon
-        self.gelu = self.ACTIVATIONS[cfg.activation_function]
+        self.gelu = GPT2_ACTIVATIONS[cfg.activation_function]
 
-        def f32(t):
-            return t.detach().to(device=device, dtype=torch.float32)
+        def f32(name):
+            return state[name].detach().to(device=device, dtype=torch.float32)
 
-        def lin(conv):  # Conv1D stores [in, out]; F.linear wants [out, in]
-            return conv.weight.detach().t().to(device=device, dtype=dtype).contiguous(), (
-                conv.bias.detach().to(device=device, dtype=dtype)
+        def lin(name):  # Conv1D stores [in, out]; F.linear wants [out, in]
+            weight = state[f"{name}.weight"].detach().t()
+            return weight.to(device=device, dtype=dtype).contiguous(), (
+                state[f"{name}.bias"].detach().to(device=device, dtype=dtype)
             )
 
-        self.wte, self.wpe = f32(tr.wte.weight), f32(tr.wpe.weight)
+        self.wte, self.wpe = f32("wte.weight"), f32("wpe.weight")
         head_dim = cfg.n_embd // cfg.n_head
         self.layers = []
-        for i, block in enumerate(tr.h):
+        for i in range(cfg.n_layer):
             scale = head_dim**-0.5 if cfg.scale_attn_weights else 1.0
             if cfg.scale_attn_by_inverse_layer_idx:
                 scale /= i + 1
+            h = f"h.{i}"
             self.layers.append(
                 (
-                    (f32(block.ln_1.weight), f32(block.ln_1.bias)),
-                    lin(block.attn.c_attn),
-                    lin(block.attn.c_proj),
-                    (f32(block.ln_2.weight), f32(block.ln_2.bias)),
-                    lin(block.mlp.c_fc),
-                    lin(block.mlp.c_proj),
+                    (f32(f"{h}.ln_1.weight"), f32(f"{h}.ln_1.bias")),
+                    lin(f"{h}.attn.c_attn"),
+                    lin(f"{h}.attn.c_proj"),
+                    (f32(f"{h}.ln_2.weight"), f32(f"{h}.ln_2.bias")),
+                    lin(f"{h}.mlp.c_fc"),
+                    lin(f"{h}.mlp.c_proj"),
                     scale,
                 )
             )
-        self.ln_f = (f32(tr.ln_f.weight), f32(tr.ln_f.bias))
-        self.weight, self.bias = _output_matrix(model.lm_head.weight, None, dtype, device)
+        self.ln_f = (f32("ln_f.weight"), f32("ln_f.bias"))
+        self.weight, self.bias = _output_matrix(state["lm_head.weight"], None, dtype, device)
         self._fc_gelu = fused_fc_gelu(self.gelu, dtype, device) or self._fc_gelu_plain
         self._pre_attn, self._post_attn = self._pre_attn_eager, self._post_attn_eager
         self._lse = blocked_lse
@@ -380,38 +435,16 @@ class _Gpt2Packed:
             self._post_attn = torch.compile(self._post_attn_eager, dynamic=True)
             self._lse = torch.compile(_chunk_lse, dynamic=True)
 
-    @staticmethod
-    def take_batch(pieces, i: int, budget: int):
-        """Pieces from pieces[i:] while their tokens fit the budget (at least one)."""
-        budget = min(budget, PACKED_TOKENS)
-        j, used = i, 0
-        while j < len(pieces) and (j == i or used + len(pieces[j][1]) <= budget):
-            used += len(pieces[j][1])
-            j += 1
-        return pieces[i:j]
+    take_batch = staticmethod(take_packed)
 
     def run(self, batch):
-        ids, pos, hid, tgt, owner, groups = [], [], [], [], [], []
-        for sample, toks, rel in batch:
-            off, n = len(ids), len(toks)
-            ids.extend(toks)
-            pos.extend(range(n))
-            hid.extend(range(off + rel - 1, off + n - 1))
-            tgt.extend(toks[rel:])
-            owner.extend([sample] * (n - rel))
-            if groups and groups[-1][1] == n:
-                groups[-1][2] += 1
-            else:
-                groups.append([off, n, 1])
-        dev = self.device
-        ids, pos, hid, tgt, owner = (
-            _to_device(torch.tensor(x), dev) for x in (ids, pos, hid, tgt, owner)
-        )
+        packed = Packed.of(batch, self.device)
+        ids, pos, hid, groups = packed.ids, packed.positions, packed.hidden_rows, packed.groups
         x = self.wte[ids] + self.wpe[pos]
         for layer in self.layers:
             x = self._layer(x, layer, groups)
         h = F.layer_norm(x[hid], x.shape[-1:], *self.ln_f, self.eps).to(self.dtype)
-        return owner, _head_nll(h, tgt, self.weight, self.bias, self._lse)
+        return packed.owners, _head_nll(h, packed.targets, self.weight, self.bias, self._lse)
 
     def _layer(self, x, layer, groups):
         ln1, qkv, out, ln2, fc, proj, scale = layer
@@ -434,6 +467,78 @@ class _Gpt2Packed:
 
     def _fc_gelu_plain(self, h, weight, bias):
         return F.gelu(F.linear(h, weight, bias), approximate=self.gelu)
+
+
+class _HfPacked:
+    """The model's own layers on windows packed back to back; only attention is done here.
+
+    Linear layers, norms and rotary embeddings are transformers' code, run on one [1, tokens] row
+    with positions restarting in every window; the attention they call is `packed_attention`
+    (registered with transformers' attention interface), one causal SDPA per run of equal-length
+    windows, which is exactly what the model computes for a lone window. Model types are listed
+    only once tested against the one-window oracle (tests/test_engine.py).
+    """
+
+    MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gpt_neox")
+    ATTENTION = "infoprune_packed"
+
+    @classmethod
+    def supports(cls, model, window: int) -> bool:
+        cfg = model.config
+        sliding = getattr(cfg, "sliding_window", None)
+        if getattr(cfg, "use_sliding_window", True) is False:
+            sliding = None
+        return (
+            getattr(cfg, "model_type", None) in cls.MODEL_TYPES
+            and not (sliding and sliding < window)
+            and model.base_model is not model
+            and isinstance(model.get_output_embeddings(), torch.nn.Linear)
+        )
+
+    def __init__(self, model, dtype: torch.dtype, device: str):
+        from transformers import AttentionInterface
+
+        AttentionInterface.register(self.ATTENTION, packed_attention)
+        # A copy: the attention implementation is switched on it, the caller's model keeps its own.
+        model = copy.deepcopy(model).to(device=device, dtype=dtype)
+        model.set_attn_implementation(self.ATTENTION)
+        self.base = model.base_model
+        self.device = device
+        head = model.get_output_embeddings()
+        self.weight, self.bias = _output_matrix(head.weight, head.bias, dtype, device)
+
+    take_batch = staticmethod(take_packed)
+
+    def run(self, batch):
+        packed = Packed.of(batch, self.device)
+        out = self.base(
+            input_ids=packed.ids[None],
+            position_ids=packed.positions[None],
+            use_cache=False,
+            packed_groups=packed.groups,
+        )
+        h = out[0][0][packed.hidden_rows]
+        return packed.owners, _head_nll(h, packed.targets, self.weight, self.bias)
+
+
+def packed_attention(module, query, key, value, attention_mask, scaling=None, **kwargs):
+    """transformers' attention-function contract for one packed row: QUERY [1, heads, tokens,
+    dim], KEY and VALUE with as many or fewer (grouped) heads; returns [1, tokens, heads, dim]."""
+    groups = kwargs.get("packed_groups")
+    if groups is None:
+        raise RuntimeError("packed_attention needs packed_groups: use it through core.engine")
+    heads = query.shape[1]
+    out = query.new_empty(1, query.shape[2], heads, value.shape[-1])
+    for off, n, count in groups:
+        span = slice(off, off + n * count)
+        q, k, v = (
+            t[0, :, span].unflatten(1, (count, n)).transpose(0, 1) for t in (query, key, value)
+        )
+        a = F.scaled_dot_product_attention(
+            q, k, v, is_causal=True, scale=scaling, enable_gqa=k.shape[1] != heads
+        )
+        out[0, span] = a.transpose(1, 2).flatten(0, 1)
+    return out, None
 
 
 def fused_fc_gelu(approximate: str, dtype: torch.dtype, device: str):

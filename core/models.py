@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 from core.errors import InputError, first_line
 
@@ -148,22 +149,151 @@ def weights_hash(model_dir: str | Path) -> str:
     return _hash_cache[key]
 
 
+# What GPT2Config assumes for a key a GPT-2 config.json leaves out.
+GPT2_DEFAULTS = {
+    "vocab_size": 50257,
+    "n_positions": 1024,
+    "n_embd": 768,
+    "n_layer": 12,
+    "n_head": 12,
+    "activation_function": "gelu_new",
+    "layer_norm_epsilon": 1e-5,
+    "scale_attn_weights": True,
+    "scale_attn_by_inverse_layer_idx": False,
+    "add_cross_attention": False,
+    "tie_word_embeddings": True,
+}
+# GPT-2 activations the packed path computes, as torch's GELU `approximate` argument.
+GPT2_ACTIVATIONS = {"gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu": "none"}
+# Tokenizers saved as a plain tokenizer.json (train-probe's, PreTrainedTokenizerFast's):
+# transformers adds nothing to how they encode, so `tokenizers` alone gives the same ids.
+PLAIN_TOKENIZER_CLASSES = ("TokenizersBackend", "PreTrainedTokenizerFast")
+
+
+@dataclass
+class Gpt2Weights:
+    """A GPT-2 checkpoint as the engine's packed path reads it, without transformers' model code
+    (importing that took longer than scoring the first samples): its config and float32 tensors
+    named as GPT2LMHeadModel's state dict names them, less the `transformer.` prefix."""
+
+    config: SimpleNamespace
+    state: dict = field(repr=False)
+
+
+class PlainTokenizer:
+    """A plain tokenizer.json through `tokenizers` alone, called as transformers' fast tokenizer
+    is called for scoring: the same ids, without importing transformers."""
+
+    def __init__(self, path: Path, special: dict) -> None:
+        from tokenizers import Tokenizer
+
+        self.backend = Tokenizer.from_file(str(path / "tokenizer.json"))
+        self.backend.no_truncation()
+        self.backend.no_padding()
+        self.bos_token_id = self._token_id(special.get("bos_token"))
+        self.eos_token_id = self._token_id(special.get("eos_token"))
+
+    def _token_id(self, token) -> int | None:
+        if isinstance(token, dict):
+            token = token.get("content")
+        return None if token is None else self.backend.token_to_id(token)
+
+    def __call__(self, text, add_special_tokens: bool = False, verbose: bool = False):
+        if isinstance(text, str):
+            ids = self.backend.encode(text, add_special_tokens=add_special_tokens).ids
+        else:
+            batch = self.backend.encode_batch(list(text), add_special_tokens=add_special_tokens)
+            ids = [e.ids for e in batch]
+        return SimpleNamespace(input_ids=ids)
+
+
+def gpt2_weights_only(config: dict, path: Path) -> bool:
+    """Whether PATH holds a GPT-2 checkpoint the packed path reads from its files alone."""
+    archs = config.get("architectures") or ["GPT2LMHeadModel"]
+    return (
+        config.get("model_type") == "gpt2"
+        and archs == ["GPT2LMHeadModel"]
+        and "auto_map" not in config
+        and config.get("activation_function", "gelu_new") in GPT2_ACTIVATIONS
+        and not config.get("add_cross_attention", False)
+        and any(path.glob("*.safetensors"))
+    )
+
+
+def read_gpt2_weights(path: Path, config: dict) -> Gpt2Weights:
+    import torch
+    from safetensors.torch import load_file
+
+    state = {}
+    try:
+        for f in sorted(path.glob("*.safetensors")):
+            for name, tensor in load_file(f).items():
+                state[name.removeprefix("transformer.")] = tensor.to(torch.float32)
+    except Exception as exc:
+        raise InputError(f"cannot load the model in {path} ({first_line(exc)})") from exc
+    cfg = {**GPT2_DEFAULTS, **config}
+    cfg["max_position_embeddings"] = cfg.get("n_positions") or cfg.get("n_ctx")
+    if "lm_head.weight" not in state or cfg["tie_word_embeddings"]:
+        state["lm_head.weight"] = state.get("wte.weight")
+    missing = [k for k in ("wte.weight", "wpe.weight", "ln_f.weight") if k not in state]
+    if missing or "lm_head.bias" in state:
+        raise InputError(f"cannot load the model in {path} (not GPT-2 weights: {missing})")
+    return Gpt2Weights(SimpleNamespace(**cfg), state)
+
+
+def load_tokenizer(path: Path, trust_remote_code: bool = False, plain_ok: bool = False):
+    """The model's tokenizer; with PLAIN_OK a plain tokenizer.json skips transformers."""
+    special_file = path / "tokenizer_config.json"
+    special = json.loads(special_file.read_text()) if special_file.exists() else {}
+    if (
+        plain_ok
+        and (path / "tokenizer.json").exists()
+        and special.get("tokenizer_class") in PLAIN_TOKENIZER_CLASSES
+        and "add_prefix_space" not in special
+    ):
+        try:
+            return PlainTokenizer(path, special)
+        except Exception as exc:
+            raise InputError(f"cannot load the tokenizer in {path} ({first_line(exc)})") from exc
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except Exception as exc:
+        raise InputError(f"cannot load the tokenizer in {path} ({first_line(exc)})") from exc
+
+
 def load_model(
-    model: str, allow_pickle: bool = False, trust_remote_code: bool = False
+    model: str,
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
+    weights_only: bool = False,
 ) -> LoadedModel:
-    """Load model + tokenizer in float32 on the CPU; the engine moves and casts them."""
+    """Load model + tokenizer in float32 on the CPU; the engine moves and casts them.
+
+    WEIGHTS_ONLY: a GPT-2 checkpoint comes back as Gpt2Weights (and a plain tokenizer.json as a
+    PlainTokenizer), which is all the engine's packed path needs — a second or more sooner.
+    """
+    path = resolve_model_dir(model, allow_pickle)
+    if weights_only:
+        config = _read_config(path, trust_remote_code)
+        if gpt2_weights_only(config, path):
+            _check_weights_and_tokenizer(path, allow_pickle)
+            return LoadedModel(
+                model=read_gpt2_weights(path, config),
+                tokenizer=load_tokenizer(path, trust_remote_code, plain_ok=True),
+                name=model,
+                local_dir=path,
+                model_hash=weights_hash(path),
+            )
     import torch
     import transformers
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
-    path = resolve_model_dir(model, allow_pickle)
     check_model_dir(path, allow_pickle, trust_remote_code)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    except Exception as exc:
-        raise InputError(f"cannot load the tokenizer in {path} ({first_line(exc)})") from exc
+    tokenizer = load_tokenizer(path, trust_remote_code)
     try:
         lm = AutoModelForCausalLM.from_pretrained(
             path,

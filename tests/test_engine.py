@@ -11,6 +11,8 @@ from transformers import (
     LlamaConfig,
     LlamaForCausalLM,
     PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen2ForCausalLM,
 )
 
 from core.engine import EngineSettings, Scorer, naive_score, plan_windows, sequence_for
@@ -81,6 +83,17 @@ def make_model(kind: str, vocab: int):
             **common,
         )
         model = GPTNeoXForCausalLM(cfg)
+    elif kind == "qwen2":  # biases on q, k and v; grouped-query attention
+        cfg = Qwen2Config(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=1,
+            intermediate_size=64,
+            max_position_embeddings=MAX_POS,
+            **common,
+        )
+        model = Qwen2ForCausalLM(cfg)
     else:
         cfg = LlamaConfig(
             hidden_size=32,
@@ -102,7 +115,8 @@ def make_model(kind: str, vocab: int):
 
 @pytest.fixture(scope="module")
 def lms(tokenizer):
-    return {k: make_model(k, len(tokenizer)) for k in ("gpt2", "gpt2-variant", "neox", "llama")}
+    kinds = ("gpt2", "gpt2-variant", "neox", "llama", "qwen2")
+    return {k: make_model(k, len(tokenizer)) for k in kinds}
 
 
 def rel_errors(got, ref):
@@ -124,7 +138,7 @@ def test_plan_scores_every_position_once_with_max_context(n, window, stride):
         assert first - start >= min(first, window - step)
 
 
-@pytest.mark.parametrize("kind", ["gpt2", "gpt2-variant", "neox", "llama"])
+@pytest.mark.parametrize("kind", ["gpt2", "gpt2-variant", "neox", "llama", "qwen2"])
 @pytest.mark.parametrize("window,stride", [(16, 8), (16, 16), (16, 5)])
 def test_float32_matches_oracle_for_any_batch_composition(lms, tokenizer, kind, window, stride):
     model = lms[kind]
@@ -136,7 +150,7 @@ def test_float32_matches_oracle_for_any_batch_composition(lms, tokenizer, kind, 
             tokenizer,
             EngineSettings(window=window, stride=stride, max_batch_tokens=budget, dtype="float32"),
         )
-        assert scorer.path_name == ("_Gpt2Packed" if kind.startswith("gpt2") else "_PaddedRows")
+        assert scorer.path_name == ("_Gpt2Packed" if kind.startswith("gpt2") else "_HfPacked")
         assert max(rel_errors(scorer.score_texts(TEXTS), ref)) < 1e-4
         # Each sample alone and in reverse company: the score must not depend on its neighbours.
         alone = [scorer.score_texts([t])[0] for t in TEXTS]
@@ -144,8 +158,9 @@ def test_float32_matches_oracle_for_any_batch_composition(lms, tokenizer, kind, 
         assert max(rel_errors(scorer.score_texts(TEXTS[::-1])[::-1], ref)) < 1e-4
 
 
-def test_generic_path_also_serves_gpt2(lms, tokenizer):
-    model = lms["gpt2"]
+@pytest.mark.parametrize("kind", ["gpt2", "llama", "neox"])
+def test_padded_path_serves_any_model(lms, tokenizer, kind):
+    model = lms[kind]
     ref = [naive_score(model, tokenizer, t, 16, 8) for t in TEXTS]
     settings = EngineSettings(window=16, stride=8, dtype="float32", fast_path=False)
     scorer = Scorer(model, tokenizer, settings)
@@ -153,7 +168,19 @@ def test_generic_path_also_serves_gpt2(lms, tokenizer):
     assert max(rel_errors(scorer.score_texts(TEXTS), ref)) < 1e-4
 
 
-@pytest.mark.parametrize("kind", ["gpt2", "llama"])
+def test_packed_path_leaves_the_model_and_sliding_windows_alone(lms, tokenizer):
+    model = lms["llama"]
+    implementation = model.config._attn_implementation
+    Scorer(model, tokenizer, EngineSettings(window=16, dtype="float32")).score_texts(TEXTS[:2])
+    assert model.config._attn_implementation == implementation  # switched on a copy only
+    # A sliding window shorter than ours masks what a lone window sees: not packed.
+    narrow = make_model("qwen2", len(tokenizer))
+    narrow.config.use_sliding_window, narrow.config.sliding_window = True, 8
+    scorer = Scorer(narrow, tokenizer, EngineSettings(window=16, dtype="float32"))
+    assert scorer.path_name == "_PaddedRows"
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama", "qwen2"])
 def test_bfloat16_stays_close_to_float32(lms, tokenizer, kind):
     model = lms[kind]
     ref = [naive_score(model, tokenizer, t, 32, 16) for t in TEXTS]
@@ -222,13 +249,17 @@ def test_settings_are_validated(lms, tokenizer):
             Scorer(model, tokenizer, EngineSettings(**bad))
 
 
-def test_blocked_log_sum_exp_equals_one_pass_for_any_row_count():
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_blocked_log_sum_exp_equals_one_pass_for_any_row_count(dtype):
     from core.engine import LSE_ROWS, blocked_lse
 
     g = torch.Generator().manual_seed(0)
     for rows in (1, LSE_ROWS - 1, LSE_ROWS, 2 * LSE_ROWS + 3):
-        logits = (torch.randn(rows, 300, generator=g) * 8).to(torch.bfloat16)
-        assert torch.equal(blocked_lse(logits), logits.float().logsumexp(-1))
+        logits = (torch.randn(rows, 300, generator=g) * 8).to(dtype)
+        # A first column far below the row's maximum costs the subtraction nothing noticeable.
+        logits[: rows // 2, 0] = -60
+        want = logits.double().logsumexp(-1).float()
+        torch.testing.assert_close(blocked_lse(logits), want, rtol=1e-6, atol=2e-5)
 
 
 @pytest.mark.parametrize("approximate", ["tanh", "none"])
