@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import pyarrow as pa
 
 from core.errors import InputError
 from core.store import Store, quote_ident
+
+if TYPE_CHECKING:  # pandas only for the UI's tables: the scoring loop starts sooner
+    import pandas as pd
 
 
 class DatasetChanged(InputError):

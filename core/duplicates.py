@@ -28,9 +28,9 @@ import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import rensa
@@ -39,6 +39,9 @@ from core.datasets import DatasetChanged, change_since
 from core.errors import InputError
 from core.measures.word_entropy import split_words
 from core.store import Store
+
+if TYPE_CHECKING:  # pandas only for the UI's tables: the scoring loop starts sooner
+    import pandas as pd
 
 SHINGLE_WORDS = 5
 NUM_PERM = 128

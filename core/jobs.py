@@ -16,13 +16,15 @@ import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from core import processes
 from core.config import jobs_dir
 from core.errors import InputError
 from core.store import Store
+
+if TYPE_CHECKING:  # pandas only for the UI's tables: the scoring loop starts sooner
+    import pandas as pd
 
 
 class CancelToken:
@@ -134,7 +136,7 @@ def live_status(status: str, pid, pid_start, active: tuple[str, ...] = ("running
 def as_int(value) -> int | None:
     """A pid or start time read back from the store (None, NaN from pandas, or a number)."""
     try:
-        return None if value is None or pd.isna(value) else int(value)
+        return None if value is None or value != value else int(value)  # NaN != NaN
     except (TypeError, ValueError):
         return None
 
