@@ -28,9 +28,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmarks.score_throughput import flop_params, load_texts  # noqa: E402
 from core.devices import resolve_device  # noqa: E402
-from core.engine import EngineSettings, Scorer, naive_score, plan_windows  # noqa: E402
+from core.engine import EngineSettings, Scorer, naive_score  # noqa: E402
 from core.errors import InputError, first_line  # noqa: E402
 from core.models import load_model  # noqa: E402
+from core.windows import plan_windows  # noqa: E402
 
 FP32_MAX_REL = 1e-4  # float32 engine against the one-document loop, per document
 BF16_MEAN_REL = 1e-3  # bfloat16 engine against the float32 loop, mean over documents

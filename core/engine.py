@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from core.devices import max_positions, resolve_device, resolve_dtype, resolve_window
 from core.errors import InputError
 from core.models import GPT2_ACTIVATIONS, Gpt2Weights
+from core.windows import plan_windows
 
 LN2 = math.log(2.0)
 # Head chunks: [rows, vocab_cols] logits are all that is ever materialised (16 MB in fp32); these
@@ -54,26 +55,6 @@ class EngineSettings:
 class SampleScore:
     n_tokens: int  # tokens predicted
     bits_total: float  # -sum log2 q(w_i | w_<i) over predicted tokens
-
-
-def plan_windows(n: int, window: int, stride: int) -> list[tuple[int, int, int]]:
-    """(start, end, first_scored) per window so that every position 1..n-1 is scored exactly once.
-
-    Windows start at 0, S, 2S, ...; a position is scored by the first window holding it, and a
-    window's first position is context only. A stride of W therefore acts as W - 1: without one
-    token of overlap the first token of each window would never be predicted.
-    """
-    if window < 2 or stride < 1:
-        raise ValueError(f"need window >= 2 and stride >= 1, got {window}, {stride}")
-    step = min(stride, window - 1)
-    plan = []
-    start, scored_to = 0, 1
-    while scored_to < n:
-        end = min(start + window, n)
-        plan.append((start, end, scored_to))
-        scored_to = end
-        start += step
-    return plan
 
 
 def prefix_token(tokenizer) -> int | None:
@@ -245,7 +226,7 @@ def blocked_lse(logits: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _head_nll(h, targets, weight, bias, lse_fn=blocked_lse) -> torch.Tensor:
+def head_nll(h, targets, weight, bias, lse_fn=blocked_lse) -> torch.Tensor:
     """-log q(target | h) in nats, fp32, without materialising [positions, vocabulary] logits."""
     out = torch.empty(h.shape[0], dtype=torch.float32, device=h.device)
     for r0 in range(0, h.shape[0], HEAD_ROWS):
@@ -356,7 +337,7 @@ class _PaddedRows:
         owner = _to_device(torch.tensor(owner), self.device)
         if self.own_head:
             h = self.base(input_ids=ids, attention_mask=mask, use_cache=False)[0]
-            nll = _head_nll(h.flatten(0, 1)[hid], tgt, self.weight, self.bias)
+            nll = head_nll(h.flatten(0, 1)[hid], tgt, self.weight, self.bias)
         else:
             logits = self.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
             logp = logits.flatten(0, 1)[hid].float().log_softmax(-1)
@@ -444,7 +425,7 @@ class _Gpt2Packed:
         for layer in self.layers:
             x = self._layer(x, layer, groups)
         h = F.layer_norm(x[hid], x.shape[-1:], *self.ln_f, self.eps).to(self.dtype)
-        return packed.owners, _head_nll(h, packed.targets, self.weight, self.bias, self._lse)
+        return packed.owners, head_nll(h, packed.targets, self.weight, self.bias, self._lse)
 
     def _layer(self, x, layer, groups):
         ln1, qkv, out, ln2, fc, proj, scale = layer
@@ -518,7 +499,7 @@ class _HfPacked:
             packed_groups=packed.groups,
         )
         h = out[0][0][packed.hidden_rows]
-        return packed.owners, _head_nll(h, packed.targets, self.weight, self.bias)
+        return packed.owners, head_nll(h, packed.targets, self.weight, self.bias)
 
 
 def packed_attention(module, query, key, value, attention_mask, scaling=None, **kwargs):

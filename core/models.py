@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
+from core.devices import max_positions
 from core.errors import InputError, first_line
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model")
@@ -130,6 +131,27 @@ def _check_causal(config: dict, path: Path) -> None:
         archs = ", ".join(config.get("architectures") or []) or str(model_type)
         raise InputError(f"{path} is not a causal language model ({archs})")
     AutoConfig.for_model(model_type)  # raises for a model type this transformers cannot build
+
+
+def configured_max_positions(model: str) -> int | None:
+    """The longest sequence MODEL was built for, from a local config.json (a hub model's only if
+    it is in the local cache); None when unknown. Reads no weights, imports no transformers."""
+    path = None
+    if looks_like_path(model):
+        path = Path(model).expanduser() / "config.json"
+    elif model and model != "none":
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(model, "config.json")
+            path = Path(cached) if isinstance(cached, str) else None
+        except Exception:  # an id the hub library refuses: unknown, like an uncached one
+            path = None
+    try:
+        config = json.loads(path.read_text()) if path and path.is_file() else {}
+    except (OSError, json.JSONDecodeError):
+        return None
+    return max_positions(SimpleNamespace(**config))
 
 
 def weights_hash(model_dir: str | Path) -> str:

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -431,6 +432,26 @@ def list_runs(store: Store, dataset: str | None = None):
     )
     jobs.with_live_status(df, jobs.RUNS)
     return df
+
+
+def latest_model_run(store: Store, dataset: str) -> str | None:
+    """DATASET's most recently finished run with a model, if any."""
+    found = store.query(
+        "SELECT run_id FROM runs WHERE dataset = ? AND status = 'done' AND model <> 'none' "
+        "ORDER BY finished_at DESC LIMIT 1",
+        [dataset],
+    )
+    return found[0][0] if found else None
+
+
+def token_counts(store: Store, run_id: str) -> np.ndarray:
+    """The tokens each sample of a run predicts: what a choice of window and stride will cost
+    is computed from them (core/windows.py)."""
+    with store.connect() as con:
+        counts = con.execute(
+            "SELECT n_tokens FROM scores WHERE run_id = ? AND n_tokens > 0", [run_id]
+        ).fetchnumpy()["n_tokens"]
+    return np.asarray(counts, dtype=np.int64)
 
 
 def get_run(store: Store, run_id: str) -> dict:

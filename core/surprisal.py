@@ -1,7 +1,7 @@
 """Per-token surprisal of one sample, computed on demand with the run's model and windows.
 
 The numbers are the ones the run stored, token by token: the same token sequence
-(`engine.sequence_for`), the same windows (`engine.plan_windows`), a plain float32 forward. So
+(`engine.sequence_for`), the same windows (`windows.plan_windows`), a plain float32 forward. So
 the bits of all tokens add up to the sample's `bits_total` (up to the run's dtype).
 """
 
@@ -10,8 +10,9 @@ from __future__ import annotations
 import html
 import math
 
-from core.engine import LN2, plan_windows, sequence_for
+from core.engine import LN2, sequence_for
 from core.models import LoadedModel, load_model
+from core.windows import plan_windows
 
 
 def token_surprisal(

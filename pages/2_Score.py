@@ -10,16 +10,20 @@ import streamlit as st
 
 from core.errors import InputError
 from core.jobs import job_error, live_jobs
+from core.models import configured_max_positions
 from core.probe import cancel_probe, list_probes, probe_curve, start_probe_job
 from core.scoring import (
     ScoreOptions,
     cancel_run,
+    latest_model_run,
     list_runs,
     resume_score_job,
     run_of_job,
     start_score_job,
+    token_counts,
 )
 from core.train_options import DEFAULT_MINUTES, SIZES, Budget, ProbeOptions, TrainConfig
+from core.windows import positions_per_token
 from ui.common import fmt_int, get_store, page_link, pick_dataset, require_access, show_error
 
 require_access()  # first: see ui/common.py
@@ -59,12 +63,14 @@ def start_form(dataset: str) -> None:
         key="score_dtype",
         help="auto = bfloat16 where the hardware is fast at it (mean difference < 0.1 %)",
     )
-    with st.expander("Advanced"):
+    with st.expander("Advanced: window and stride (context against cost), batch, limits"):
         a1, a2, a3, a4 = st.columns(4)
         window = a1.number_input("Window (0 = model max)", min_value=0, step=64)
         stride = a2.number_input("Stride (0 = window/2)", min_value=0, step=32)
         budget = a3.number_input("Max batch tokens", min_value=256, value=8192, step=1024)
         limit = a4.number_input("Only the first N samples (0 = all)", min_value=0, step=100)
+        if model and model != "none":
+            st.caption(stride_cost(dataset, model, int(window), int(stride)))
         trust = st.checkbox("Trust remote code (runs the model repository's Python code)")
         pickle = st.checkbox("Allow pickle (.bin) weights")
     if not st.button("Start scoring", type="primary", key="score_start"):
@@ -92,6 +98,45 @@ def start_form(dataset: str) -> None:
     st.session_state.setdefault("score_jobs", []).append(job_id)
     what = "model-free measures" if opts.model_free else f"`{model}`"
     st.success(f"Started background job `{job_id}` with {what} — progress appears below.")
+
+
+def stride_cost(dataset: str, model: str, window: int, stride: int) -> str:
+    """What the chosen stride buys (context) and costs (positions computed per scored token), on
+    this dataset's token counts when a finished run has them."""
+    w = window or configured_max_positions(model)
+    if w is None:
+        return (
+            "Stride: each token is predicted with at least window − stride tokens of context; "
+            "the model computes about window ÷ stride positions per scored token on long samples."
+        )
+    s = stride or w // 2
+    if not 1 <= s <= w or w < 2:
+        return f"Choose a stride between 1 and the window ({fmt_int(w)})."
+    run_id = latest_model_run(store, dataset)
+    lengths = cached_token_counts(str(store.path), run_id) if run_id else [10**6]
+    cost, cheapest = positions_per_token(lengths, w, s), positions_per_token(lengths, w, w - 1)
+    where = (
+        f"on this dataset (token counts of run `{run_id}`)"
+        if run_id
+        else "on samples much longer than the window"
+    )
+    text = (
+        f"Window {fmt_int(w)}, stride {fmt_int(s)}: every token is predicted with at least "
+        f"{fmt_int(max(w - s, 1))} tokens of context; the model computes "
+        f"**{cost:.2f} positions per scored token** {where}."
+    )
+    if cost and cheapest and s < w - 1:
+        text += (
+            f" Stride {fmt_int(w - 1)} would compute {cheapest:.2f} (about "
+            f"{cost / cheapest:.1f}× less work), with less context for the tokens after each "
+            "window's start."
+        )
+    return text
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def cached_token_counts(db: str, run_id: str):
+    return token_counts(store, run_id)  # a finished run's counts never change
 
 
 def model_choices() -> dict[str, str]:

@@ -15,8 +15,9 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
-from core.engine import EngineSettings, Scorer, naive_score, plan_windows, sequence_for
+from core.engine import EngineSettings, Scorer, naive_score, sequence_for
 from core.errors import InputError
+from core.windows import plan_windows, positions_per_token
 
 EOT = "<|endoftext|>"
 MAX_POS = 64
@@ -136,6 +137,18 @@ def test_plan_scores_every_position_once_with_max_context(n, window, stride):
         assert start == k * step and end - start <= window and start < first < end
         # The first window that holds a position is the one with the most context for it.
         assert first - start >= min(first, window - step)
+
+
+@pytest.mark.parametrize("window,stride", [(16, 8), (16, 16), (16, 5), (2, 1), (7, 3)])
+def test_positions_per_token_is_what_the_windows_compute(window, stride):
+    predicted = list(range(60))  # a sequence is one longer than what it predicts
+    computed = sum(e - s for n in predicted for s, e, _ in plan_windows(n + 1, window, stride))
+    cost = positions_per_token(predicted, window, stride)
+    assert cost == pytest.approx(computed / sum(predicted))
+    assert positions_per_token([0, 0], window, stride) is None
+    # Long samples approach window / step.
+    step = min(stride, window - 1)
+    assert positions_per_token([10**6], window, stride) == pytest.approx(window / step, rel=1e-3)
 
 
 @pytest.mark.parametrize("kind", ["gpt2", "gpt2-variant", "neox", "llama", "qwen2"])

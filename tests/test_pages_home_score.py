@@ -203,3 +203,28 @@ def test_score_page_trains_a_probe_with_a_live_curve_and_cancels(ui_store, tmp_p
     at.button(key="cancel_probe").click().run()
     wait_for(lambda: list_probes(ui_store)["status"][0] in ("cancelled", "stopped"))
     assert (out / "checkpoint").exists()
+
+
+def test_score_page_says_what_the_stride_costs_on_this_dataset(ui_store, tmp_path):
+    from core.scoring import ScoreOptions, score_dataset, token_counts
+    from core.windows import positions_per_token
+
+    rows = [{"text": r["text"]} for r in corpus_texts(40)]
+    ingest_rows(ui_store, tmp_path, rows)
+    at = run_app("pages/2_Score.py")
+    pick_model(at, "Shipped probe")
+    caption = next(c.value for c in at.caption if "positions per scored token" in c.value)
+    # No run yet: the shipped probe's window of 256 with its default stride, on long samples.
+    assert "Window 256, stride 128" in caption and "**2.00 positions" in caption
+    assert "much longer than the window" in caption
+
+    probe = str(ROOT / "sample_data" / "probe")
+    run_id = score_dataset(ui_store, "docs", ScoreOptions(model=probe)).run_id
+    counts = token_counts(ui_store, run_id)
+    at = run_app("pages/2_Score.py")
+    pick_model(at, "Shipped probe")
+    by_label(at.number_input, "Stride (0 = window/2)").set_value(200).run()
+    caption = next(c.value for c in at.caption if "positions per scored token" in c.value)
+    assert f"token counts of run `{run_id}`" in caption
+    assert f"**{positions_per_token(counts, 256, 200):.2f} positions" in caption
+    assert f"Stride 255 would compute {positions_per_token(counts, 256, 255):.2f}" in caption
