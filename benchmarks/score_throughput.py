@@ -5,14 +5,29 @@ Run by hand (a few minutes on 2 cores); prints a markdown table:
     .venv/bin/python benchmarks/score_throughput.py --gpt2-vocab /tmp/gpt2vocab/package
 
 Run-to-run spread on a small VM is 10-15 %, which is why both sides run in the same process.
+
+`--whole-cli` measures what a user waits for instead: `infoprune score` as a subprocess on a
+fresh store of the corpus's first `--cli-docs` documents (start-up, model load, reading, scoring,
+writing and the duplicates pass included), per model and dtype, against the one-document float32
+loop on the same documents, alternating variant by variant; and the time from the command's start
+to its first committed batch (its progress bar, read through a pseudo-terminal).
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
+import pty
+import re
 import resource
+import select
+import shutil
+import struct
+import subprocess
 import sys
+import tempfile
+import termios
 import time
 from pathlib import Path
 
@@ -23,6 +38,8 @@ from transformers import (
     AutoTokenizer,
     GPT2Config,
     GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
     PreTrainedTokenizerFast,
 )
 
@@ -170,6 +187,172 @@ def bench(name, model, tokenizer, texts, args):
     return rows
 
 
+ROOT = Path(__file__).resolve().parents[1]
+_SCRIPT = Path(sys.executable).parent / "infoprune"  # what a user runs
+INFOPRUNE = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "core.cli"]
+
+
+def llama_like(probe_dir: str, out_dir: Path) -> Path:
+    """A Llama-shaped model the size of the shipped probe (RoPE, RMSNorm, SwiGLU, GQA), random
+    weights, with the probe's tokenizer: what a user's Llama-style probe costs to run."""
+    probe = AutoModelForCausalLM.from_pretrained(probe_dir)
+    c = probe.config
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=c.vocab_size,
+        hidden_size=c.n_embd,
+        intermediate_size=int(c.n_embd * 8 / 3) // 8 * 8,
+        num_hidden_layers=c.n_layer,
+        num_attention_heads=c.n_head,
+        num_key_value_heads=max(c.n_head // 2, 1),
+        max_position_embeddings=c.n_positions,
+        bos_token_id=c.bos_token_id,
+        eos_token_id=c.eos_token_id,
+        tie_word_embeddings=True,
+    )
+    LlamaForCausalLM(cfg).save_pretrained(out_dir)
+    AutoTokenizer.from_pretrained(probe_dir).save_pretrained(out_dir)
+    return out_dir
+
+
+def timed_cli(args: list[str], env: dict) -> tuple[float, float | None, str]:
+    """Wall seconds of the whole command, seconds to its first committed batch, its stdout."""
+    out_fd, err_fd = pty.openpty()  # stderr a terminal: the progress bar draws every commit
+    fcntl.ioctl(err_fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))  # its width
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err_fd, env=env, cwd=ROOT)
+    os.close(err_fd)
+    first, seen = None, b""
+    while True:
+        ready, _, _ = select.select([out_fd], [], [], 0.05)
+        if ready:
+            try:
+                chunk = os.read(out_fd, 65536)
+            except OSError:
+                chunk = b""
+            seen = (seen + chunk)[-4096:]
+            if first is None and re.search(rb"score:\s+\d+%\|[^\r]*\|\s*[1-9]", seen):
+                first = time.perf_counter() - t0
+            if not chunk and proc.poll() is not None:
+                break
+        elif proc.poll() is not None:
+            break
+    stdout = proc.stdout.read().decode()
+    proc.wait()
+    os.close(out_fd)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(args)} failed:\n{seen.decode(errors='replace')}")
+    return wall, first, stdout
+
+
+def loop_rate(model_dir: str, texts: list[str], max_tokens: int) -> tuple[float, int]:
+    """tokens/s of the one-document float32 loop (windows as ours) over every k-th document."""
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    w = min(model.config.max_position_embeddings, 1 << 20)
+    sizes = [len(tok(t, add_special_tokens=False).input_ids) for t in texts]
+    step = max(sum(sizes) // max_tokens, 1)
+    chosen = texts[::step]
+    naive_score(model, tok, chosen[0], w, w // 2)  # warm-up
+    t = time.perf_counter()
+    n = sum(naive_score(model, tok, x, w, w // 2).n_tokens for x in chosen)
+    return n / (time.perf_counter() - t), n
+
+
+def whole_cli(args) -> None:
+    import duckdb
+    import pyarrow.parquet as pq
+
+    work = Path(tempfile.mkdtemp(prefix="ip-cli-bench-"))
+    table = pq.read_table(args.corpus).slice(0, args.cli_docs)
+    pq.write_table(table, work / "docs.parquet")
+    texts = table.column("text").to_pylist()
+    trees = [Path(t).resolve() for t in args.trees.split(",")] if args.trees else [ROOT]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    base = work / "base.duckdb"
+    subprocess.run(
+        [*INFOPRUNE, "ingest", str(work / "docs.parquet"), "--name", "docs", "--db", str(base)],
+        check=True,
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+    )
+    models = {"probe (GPT-2, shipped)": args.probe or str(ROOT / "sample_data/probe")}
+    if not args.skip_llama:
+        models["Llama-shaped, probe size"] = str(
+            llama_like(models["probe (GPT-2, shipped)"], work / "llama")
+        )
+    dtypes = args.cli_dtypes.split(",")
+    load_before = os.getloadavg()[0]
+    results: dict[tuple[str, str, str], list[tuple[float, float | None, int]]] = {}
+    loops = {}
+    for rep in range(args.cli_repeats):
+        for name, model in models.items():
+            if rep == 0:
+                loops[name] = loop_rate(model, texts, args.loop_tokens)
+            for dtype, tree in [(d, t) for d in dtypes for t in trees]:
+                db = work / f"run-{rep}-{len(results)}.duckdb"
+                shutil.copy(base, db)
+                wall, first, run_id = timed_cli(
+                    [
+                        *INFOPRUNE,
+                        "score",
+                        "--db",
+                        str(db),
+                        "--dataset",
+                        "docs",
+                        "--model",
+                        model,
+                        "--dtype",
+                        dtype,
+                    ]
+                    + (["--compile"] if args.compile else []),
+                    {**env, "PYTHONPATH": str(tree)},
+                )
+                con = duckdb.connect(str(db), read_only=True)
+                tokens = con.execute(
+                    "SELECT tokens_done FROM runs WHERE run_id = ?", [run_id.strip()]
+                ).fetchone()[0]
+                con.close()
+                db.unlink()
+                key = (name, "" if len(trees) == 1 else f", tree {tree.name}", dtype)
+                results.setdefault(key, []).append((wall, first, tokens))
+    print(
+        f"\n{len(texts):,} documents of {args.corpus}; CPU: {cpu_name()}; "
+        f"torch {torch.__version__}; load average before / after: "
+        f"{load_before:.2f} / {os.getloadavg()[0]:.2f}\n"
+    )
+    print(
+        "| model | dtype | tokens | whole process s | tokens/s, whole process | one-doc fp32 loop"
+        " tokens/s | ratio | to first commit s |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for (name, tree, dtype), runs in results.items():
+        wall = sorted(r[0] for r in runs)[len(runs) // 2]
+        firsts = [r[1] for r in runs if r[1] is not None]
+        first = sorted(firsts)[len(firsts) // 2] if firsts else None
+        tokens = runs[0][2]
+        loop, _ = loops[name]
+        print(
+            f"| {name}{tree} | {dtype} | {tokens:,} | {wall:.1f} | {tokens / wall:,.0f} | "
+            f"{loop:,.0f} | {tokens / wall / loop:.2f}x | "
+            f"{'—' if first is None else f'{first:.2f}'} |"
+        )
+    print(
+        f"\nloop measured on {', '.join(f'{n}: {t:,} tokens' for n, (_, t) in loops.items())};"
+        f" medians of {args.cli_repeats} run(s) per row"
+    )
+    shutil.rmtree(work)
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--corpus", default="sample_data/corpus.parquet")
@@ -184,7 +367,20 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="also time the compiled engine")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip-gpt2", action="store_true")
+    cli = ap.add_argument_group("--whole-cli: the `infoprune score` process against the loop")
+    cli.add_argument("--whole-cli", action="store_true")
+    cli.add_argument("--cli-docs", type=int, default=2500, help="first N corpus documents")
+    cli.add_argument("--cli-dtypes", default="auto,float32")
+    cli.add_argument("--cli-repeats", type=int, default=1)
+    cli.add_argument("--loop-tokens", type=int, default=300000, help="tokens the loop scores")
+    cli.add_argument("--skip-llama", action="store_true")
+    cli.add_argument(
+        "--trees", help="source trees to run the command from, alternating (before,after)"
+    )
     args = ap.parse_args()
+    if args.whole_cli:
+        whole_cli(args)
+        return
 
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)

@@ -71,7 +71,7 @@ class BatchScorer:
     def score(self, texts: list[str], corpus: CorpusStats | None = None) -> pa.Table:
         """The scores of TEXTS, one row each, in order; CORPUS is what the measures read."""
         model_scores = self.scorer.score_texts(texts) if self.scorer else None
-        return self._table(texts, model_scores, corpus)
+        return self.table(texts, model_scores, corpus)
 
     def score_stream(
         self, chunks: Iterable[tuple[K, list[str]]], corpus: CorpusStats | None = None
@@ -80,7 +80,7 @@ class BatchScorer:
         tokenised on a thread while this one is computed (the input is advanced from there)."""
         if self.scorer is None:
             for key, texts in chunks:
-                yield key, self._table(texts, None, corpus)
+                yield key, self.table(texts, None, corpus)
             return
         pending: list[tuple[K, list[str]]] = []
 
@@ -91,11 +91,12 @@ class BatchScorer:
 
         for model_scores in self.scorer.score_stream(texts_ahead()):
             key, texts = pending.pop(0)
-            yield key, self._table(texts, model_scores, corpus)
+            yield key, self.table(texts, model_scores, corpus)
 
-    def _table(
+    def table(
         self, texts: list[str], model_scores: list[SampleScore] | None, corpus: CorpusStats | None
     ) -> pa.Table:
+        """One row per text: its size, the model's scores (when given) and every measure."""
         n_bytes = [len(t.encode("utf-8")) for t in texts]
         cols: dict[str, list] = {"n_bytes": n_bytes}
         if model_scores is not None:
