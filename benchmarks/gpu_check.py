@@ -231,6 +231,7 @@ def check_exactness(setup: Setup, name, model, texts) -> tuple[list[Check], Scor
 def check_halving(name, scorer: Scorer, seqs) -> list[Check]:
     """An out-of-memory error for every batch over a quarter of the largest: the engine must halve
     its budget until batches fit, and score as if undisturbed. On CUDA, then a real one."""
+    nominal = scorer.budget  # the engine keeps a halved budget: each check starts from this
     with spying(scorer) as calm:
         want = scorer.score_sequences(seqs)
     longest = max(min(len(q), scorer.window) for q in seqs)
@@ -263,8 +264,10 @@ def check_halving(name, scorer: Scorer, seqs) -> list[Check]:
             },
         )
     ]
+    scorer.budget = nominal
     if calm.peaks:
         checks.append(check_real_oom(name, scorer, seqs, want, calm))
+        scorer.budget = nominal
     return checks
 
 

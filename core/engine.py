@@ -30,8 +30,8 @@ LN2 = math.log(2.0)
 # sizes ran the bf16 head GEMM fastest (docs/benchmarks.md, "Figures behind the code's choices").
 HEAD_ROWS = 1024
 HEAD_COLS = 4096
-# The packed path's linear layers slow down past ~4k rows (outputs fall out of cache), so it never
-# forwards more tokens at once, whatever the budget.
+# On a CPU the packed paths' linear layers slow down past ~4k rows (outputs fall out of cache), so
+# they never forward more tokens at once there, whatever the budget.
 PACKED_TOKENS = 4096
 # The head's log-sum-exp runs over blocks of this many rows (2 MB in fp32 at 4,096 columns), which
 # stay in L2: several times faster than one pass over a whole chunk (docs/benchmarks.md).
@@ -106,6 +106,7 @@ class Scorer:
         )
         if settings.max_batch_tokens < 1:
             raise InputError("max_batch_tokens must be positive — pass --max-batch-tokens 8192")
+        self.budget = settings.max_batch_tokens  # tokens per batch; halved by out-of-memory
         if self.device == "cpu":
             _set_cpu_threads()
         self._prefix = prefix_token(tokenizer)
@@ -154,13 +155,14 @@ class Scorer:
         ]
         # Longest first: similar lengths share a batch, and an out-of-memory shows up at once.
         pieces.sort(key=lambda p: len(p[1]), reverse=True)
-        # Summed in float64 on the CPU (MPS has no float64): order of batches cannot matter.
-        totals = torch.zeros(len(seqs), dtype=torch.float64)
-        budget = self.settings.max_batch_tokens
+        # Summed in float64, so the order of batches cannot matter: on a CUDA device where they
+        # are computed (no wait for each batch), else on the CPU (MPS has no float64).
+        on = self.device if self.device.startswith("cuda") else "cpu"
+        totals = torch.zeros(len(seqs), dtype=torch.float64, device=on)
         done = 0
         with torch.inference_mode():
             while done < len(pieces):
-                batch = self.path.take_batch(pieces, done, budget)
+                batch = self.path.take_batch(pieces, done, self.budget)
                 try:
                     sample_idx, nll = self.path.run(batch)
                 except torch.OutOfMemoryError:
@@ -168,11 +170,15 @@ class Scorer:
                     # an injected one (benchmarks/gpu_check.py) exercises this code on any device.
                     if len(batch) == 1:
                         raise
+                    out_of_memory = True
+                else:
+                    out_of_memory = False
+                if out_of_memory:  # outside the handler, whose traceback holds the batch's tensors
                     if self.device.startswith("cuda"):
                         torch.cuda.empty_cache()
-                    budget = max(budget // 2, 1)
+                    self.budget = max(self.budget // 2, 1)  # for good: the next chunk fits too
                     continue
-                totals.index_add_(0, sample_idx.cpu(), nll.double().cpu())
+                totals.index_add_(0, sample_idx.to(on), nll.double().to(on))
                 done += len(batch)
         bits = (totals / LN2).tolist()
         return [
@@ -251,9 +257,10 @@ def _to_device(t: torch.Tensor, device: str) -> torch.Tensor:
     return t.to(device)
 
 
-def take_packed(pieces, i: int, budget: int):
+def take_packed(pieces, i: int, budget: int, device: str):
     """Pieces from pieces[i:] while their tokens fit the budget (at least one)."""
-    budget = min(budget, PACKED_TOKENS)
+    if device == "cpu":
+        budget = min(budget, PACKED_TOKENS)
     j, used = i, 0
     while j < len(pieces) and (j == i or used + len(pieces[j][1]) <= budget):
         used += len(pieces[j][1])
@@ -416,7 +423,8 @@ class _Gpt2Packed:
             self._post_attn = torch.compile(self._post_attn_eager, dynamic=True)
             self._lse = torch.compile(_chunk_lse, dynamic=True)
 
-    take_batch = staticmethod(take_packed)
+    def take_batch(self, pieces, i: int, budget: int):
+        return take_packed(pieces, i, budget, self.device)
 
     def run(self, batch):
         packed = Packed.of(batch, self.device)
@@ -488,7 +496,8 @@ class _HfPacked:
         head = model.get_output_embeddings()
         self.weight, self.bias = _output_matrix(head.weight, head.bias, dtype, device)
 
-    take_batch = staticmethod(take_packed)
+    def take_batch(self, pieces, i: int, budget: int):
+        return take_packed(pieces, i, budget, self.device)
 
     def run(self, batch):
         packed = Packed.of(batch, self.device)

@@ -291,3 +291,25 @@ def test_fused_linear_gelu_matches_the_plain_ops_when_used(approximate, dtype):
     tol = 1e-5 if dtype == torch.float32 else 2e-2
     torch.testing.assert_close(fused(h, w, b).float(), want, rtol=tol, atol=tol)
     assert fused_fc_gelu(approximate, dtype, "cuda:0") is None
+
+
+def test_out_of_memory_halves_the_budget_for_good(lms, tokenizer):
+    scorer = Scorer(
+        lms["llama"], tokenizer, EngineSettings(window=16, max_batch_tokens=64, dtype="float32")
+    )
+    want = scorer.score_texts(TEXTS)
+    run, refused = scorer.path.run, []
+
+    def small_batches_only(batch):
+        tokens = sum(len(window) for _, window, _ in batch)
+        if tokens > 20:
+            refused.append(tokens)
+            raise torch.OutOfMemoryError("injected")
+        return run(batch)
+
+    scorer.path.run = small_batches_only
+    assert max(rel_errors(scorer.score_texts(TEXTS), want)) < 1e-6
+    assert refused and scorer.budget == 16  # 64 -> 32 -> 16
+    refused.clear()
+    scorer.score_texts(TEXTS)  # the next chunk starts from the halved budget
+    assert refused == []
