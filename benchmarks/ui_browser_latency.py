@@ -57,13 +57,17 @@ DONE = {
 
 # Every page records when its DOM last changed (page clock, ms since its navigation). Not counted:
 # the hidden table in which a data grid mirrors its cells for screen readers, a moment after it
-# has drawn them on its canvas.
+# has drawn them on its canvas: changes inside it, nor its insertion into (or removal from) the
+# canvas.
 LAST_CHANGE_JS = """
 window.__lastChange = 0;
-const mirror = n => (n.nodeType === 1 ? n : n.parentElement)
-    ?.closest('[data-testid="stDataFrame"] table');
+const grid = '[data-testid="stDataFrame"]';
+const mirror = r => (r.target.nodeType === 1 ? r.target : r.target.parentElement)
+    ?.closest(grid + ' table')
+    || (r.type === 'childList' && r.target.nodeName === 'CANVAS' && r.target.closest(grid)
+        && [...r.addedNodes, ...r.removedNodes].every(n => n.nodeName === 'TABLE'));
 new MutationObserver(records => {
-    if (records.some(r => !mirror(r.target))) window.__lastChange = performance.now();
+    if (records.some(r => !mirror(r))) window.__lastChange = performance.now();
 }).observe(document, {subtree: true, childList: true, attributes: true, characterData: true});
 """
 

@@ -3,8 +3,8 @@
 The charts and the ranked list show the same samples: the filters (text, metadata, score ranges,
 groups) apply to all of them. A click or a box on a histogram or the scatter sets a score range
 (a chart is not narrowed by its own range, so the rest of it stays clickable); a click on a row
-or a point opens that sample. The filters live in st.session_state, set by the charts' and the
-table's selection callbacks.
+or a point opens that sample. The scatter is drawn once its section is opened. The filters live
+in st.session_state, set by the charts' and the table's selection callbacks.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ PAGE_SIZE = 20
 SURPRISAL_MAX_TOKENS = 2000
 RANGES = "explore_ranges"  # score -> ScoreRange, set by the charts and the range inputs
 OPEN = "explore_open"  # the sample id shown under "One sample"
+SCATTER_SHOWN = "explore_scatter_shown"  # the scatter's section is open
 ANY = "(any)"
 
 
@@ -168,6 +169,12 @@ def on_scatter_select(x: str, y: str, key: str) -> None:
         st.session_state[OPEN] = sample
 
 
+def remember_scatter() -> None:
+    """The scatter's section open or closed: kept beyond the expander's own state, which a
+    switch to another page drops."""
+    st.session_state[SCATTER_SHOWN] = bool(st.session_state.get("explore_scatter"))
+
+
 def on_row_select(key: str, ids: tuple[str, ...]) -> None:
     rows = st.session_state[key]["selection"]["rows"]
     if rows:
@@ -255,6 +262,44 @@ def one_sample(run: dict, run_id: str, ids: tuple[str, ...]) -> None:
             token_colours(run, sample)
     except InputError as exc:
         show_error(exc)
+
+
+def scatter_section(x: str, y: str, filters: SampleFilter, by, log_x: bool, colors) -> None:
+    """The clickable scatter of Y against X: a click on a point opens that sample, a box sets
+    ranges on both scores (their region shaded, the points not narrowed by them)."""
+    region = None
+    if x in ranges() or y in ranges():
+        rx, ry = ranges().get(x), ranges().get(y)
+        region = (
+            (rx.low, rx.high) if rx else (None, None),
+            (ry.low, ry.high) if ry else (None, None),
+        )
+    fig, n_drawn, n_points = scatter_chart(
+        db,
+        run_id,
+        x,
+        y,
+        filters.without_ranges(x, y),
+        by,
+        log_x,
+        colors if by else None,
+        region,
+    )
+    st.plotly_chart(
+        fig,
+        key="length_scatter",
+        on_select=partial(on_scatter_select, x, y, "length_scatter"),
+        selection_mode=("points", "box", "lasso"),
+        # WebGL at the screen's resolution, not Plotly's default of twice it: half the time to
+        # draw the points where the browser draws WebGL in software.
+        config={"plotGlPixelRatio": 1},
+    )
+    st.caption(
+        f"{fmt_int(n_drawn)} of {fmt_int(n_points)} samples"
+        + (" (a uniform random sample)" if n_drawn < n_points else "")
+        + ". Click a point to open that sample below; the tool bar's box select keeps the "
+        "samples in a box."
+    )
 
 
 def token_colours(run: dict, sample: dict) -> None:
@@ -432,11 +477,12 @@ try:
         )
 
     st.subheader("Distributions")
-    # The model's scores and one length by default; a model-free run shows its measures instead.
+    # One row by default: the model's first score (a model-free run: its first measure) and the
+    # length; each chart more costs a new tab's first render (the rest are a click away).
     model_scores = [c for c in HISTOGRAMS[:3] if c in columns]
     length = "n_tokens" if "n_tokens" in columns else "n_bytes"
     measures = [c for c in columns if c not in HISTOGRAMS]
-    default = (model_scores or measures[:3]) + [length]
+    default = (model_scores or measures)[:1] + [length]
     chosen = st.multiselect(
         "Histograms of",
         [c for c in HISTOGRAMS if c in columns] + measures,
@@ -479,6 +525,20 @@ try:
                 why = "no value" + (" or a value ≤ 0 (log axis)" if log_x else "")
                 st.caption(f"{fmt_int(left_out)} samples left out: {why}.")
 
+    if x in columns and y != x:
+        # Drawn once asked for (10,000 WebGL points cost a new tab most of a second); opened or
+        # closed, it stays so for the session.
+        scatter = st.expander(
+            f"Scatter: {LABELS.get(y, y)} against {LABELS.get(x, x)}, one point per sample",
+            expanded=st.session_state.get(SCATTER_SHOWN, False),
+            key="explore_scatter",
+            icon=":material/scatter_plot:",
+            on_change=remember_scatter,
+        )
+        if scatter.open:
+            with scatter:
+                scatter_section(x, y, filters, by, log_x, colors)
+
     if by is None:
         summary = cached_summary(db, run_id, tuple(columns), filters)
     else:
@@ -497,41 +557,6 @@ try:
             **{c: st.column_config.NumberColumn(format="%.4g") for c in summary.columns[1:]},
         },
     )
-
-    if x in columns and y != x:
-        region = None
-        if x in ranges() or y in ranges():
-            rx, ry = ranges().get(x), ranges().get(y)
-            region = (
-                (rx.low, rx.high) if rx else (None, None),
-                (ry.low, ry.high) if ry else (None, None),
-            )
-        fig, n_drawn, n_points = scatter_chart(
-            db,
-            run_id,
-            x,
-            y,
-            filters.without_ranges(x, y),
-            by,
-            log_x,
-            colors if by else None,
-            region,
-        )
-        st.plotly_chart(
-            fig,
-            key="length_scatter",
-            on_select=partial(on_scatter_select, x, y, "length_scatter"),
-            selection_mode=("points", "box", "lasso"),
-            # WebGL at the screen's resolution, not Plotly's default of twice it: half the time
-            # to draw the points where the browser draws WebGL in software.
-            config={"plotGlPixelRatio": 1},
-        )
-        st.caption(
-            f"{fmt_int(n_drawn)} of {fmt_int(n_points)} samples"
-            + (" (a uniform random sample)" if n_drawn < n_points else "")
-            + ". Click a point to open that sample below; the tool bar's box select keeps the "
-            "samples in a box."
-        )
 
     st.subheader("Samples ranked by information")
     c1, c2 = st.columns([2, 1])

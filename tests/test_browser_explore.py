@@ -94,4 +94,17 @@ def test_clicking_a_histogram_bar_filters_the_ranked_samples(explore_url):
 
         page.get_by_role("button", name="Clear all filters").click()
         expect(page.get_by_text(f"{N_DOCS} samples match.", exact=False)).to_be_visible()
+
+        # The scatter is drawn once its section is opened, and stays open on a later visit.
+        scatter = page.locator("[data-testid=stPlotlyChart]").filter(has_text="against")
+        expect(scatter).to_have_count(0)
+        page.get_by_text("Scatter: bits per token against length (tokens)").click()
+        expect(scatter.locator(".main-svg").first).to_be_attached()
+        expect(page.get_by_text("Click a point to open that sample", exact=False)).to_be_visible()
+        nav = page.locator("[data-testid=stSidebarNav]")
+        nav.get_by_text("Prune & Export", exact=True).click()
+        expect(page.get_by_text("Pruned samples").first).to_be_visible()
+        nav.get_by_text("Explore", exact=True).click()
+        expect(scatter.locator(".main-svg").first).to_be_attached()
+        page.screenshot(path=ARTIFACTS / "e2e-explore-scatter-opened.png", full_page=True)
         browser.close()

@@ -127,18 +127,53 @@ def test_explore_ranks_filters_and_shows_one_sample(page_store):
     assert not at.exception
 
 
+SCATTER = "bits per token against length (tokens)"
+
+
+def open_scatter(at: AppTest) -> AppTest:
+    """What a click on the scatter's section sets (the browser test clicks for real)."""
+    at.session_state["explore_scatter"] = True
+    return at.run()
+
+
+def test_the_scatter_is_drawn_only_once_asked_for(page_store, monkeypatch):
+    import core.explore
+
+    queried = []
+    load_scatter = core.explore.load_scatter
+    monkeypatch.setattr(
+        core.explore, "load_scatter", lambda *a, **k: queried.append(a) or load_scatter(*a, **k)
+    )
+    at = open_page("3_Explore.py")
+    section = next(e for e in at.expander if e.label.startswith("Scatter:"))
+    assert section.label == f"Scatter: {SCATTER}, one point per sample"
+    # Two histograms by default, one row: the first model score and the length.
+    assert set(figures(at)) == {"bits per token", "length (tokens)"}
+    assert not queried and not [c for c in captions(at) if "Click a point" in c]
+
+    open_scatter(at)
+    assert not at.exception and len(queried) == 1
+    assert len(figures(at)[SCATTER].data[0].customdata) == 20
+    assert any(c.startswith("20 of 20 samples. Click a point") for c in captions(at))
+    # Once opened (the expander's callback sets this; AppTest cannot click it), a later visit to
+    # the page draws it, though a switch to another page dropped the expander's own state.
+    again = AppTest.from_file(str(ROOT / "pages" / "3_Explore.py"), default_timeout=60)
+    again.session_state["explore_scatter_shown"] = True
+    assert SCATTER in figures(again.run())
+
+
 def test_explore_filters_every_chart_and_clears(page_store):
     at = open_page("3_Explore.py")
     # What a click on the bars 3 to 6 of bits per token sets (the browser test clicks for real).
     at.session_state["explore_ranges"] = {
         "bits_per_token": ScoreRange("bits_per_token", 3.0, 6.0, closed=False)
     }
-    at.run()
+    open_scatter(at)
     assert ranked(at) == ["s02", "s03", "s04"] and matching(at) == "3 samples match the filters"
     charts = figures(at)
     assert counted(charts["length (tokens)"]) == 3  # the other charts show the same samples
     assert counted(charts["bits per token"]) == 20  # its own range: all, shaded
-    assert len(charts["bits per token against length (tokens)"].data[0].customdata) == 20
+    assert len(charts[SCATTER].data[0].customdata) == 20
     assert at.dataframe[0].value.loc["n_tokens", "count"] == 3
     chips = [b.label for b in at.button]
     assert chips == ["3 ≤ bits_per_token < 6", "Clear all filters"]
