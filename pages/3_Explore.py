@@ -1,10 +1,10 @@
 """Explore a scoring run: distributions, the least and most informative samples, token surprisal.
 
 The charts and the ranked list show the same samples: the filters (text, metadata, score ranges,
-groups) apply to all of them. A click or a box on a histogram or the scatter sets a score range
-(a chart is not narrowed by its own range, so the rest of it stays clickable); a click on a row
-or a point opens that sample. The scatter is drawn once its section is opened. The filters live
-in st.session_state, set by the charts' and the table's selection callbacks.
+groups) apply to all of them. A click or a drag on a histogram, or a box on the scatter, sets a
+score range (a chart is not narrowed by its own range, so the rest of it stays clickable); a
+click on a row or a point opens that sample. The scatter is drawn once its section is opened.
+The filters live in st.session_state, set by the charts' and the table's selection callbacks.
 """
 
 from __future__ import annotations
@@ -32,11 +32,13 @@ from core.scores import ENGINE, SCORES, stored_score_names
 from core.scoring import get_run, run_score_columns
 from core.store import Store
 from ui.charts import (
+    HIST_CLICK,
+    HIST_SPAN,
     clicked_sample,
     group_colors,
     group_legend_html,
     scatter_figure,
-    selectable_histogram_figure,
+    selectable_histogram_chart,
     selected_bins,
     selected_region,
 )
@@ -52,21 +54,23 @@ SURPRISAL_MAX_TOKENS = 2000
 RANGES = "explore_ranges"  # score -> ScoreRange, set by the charts and the range inputs
 OPEN = "explore_open"  # the sample id shown under "One sample"
 SCATTER_SHOWN = "explore_scatter_shown"  # the scatter's section is open
+HIST_DRAWN = "explore_hist_drawn"  # score -> how many selections its histogram has had
 ANY = "(any)"
 
 
-# Figures are cached whole and shared by every session (st.cache_resource: not copied, never
+# Charts are cached whole and shared by every session (st.cache_resource: not copied, never
 # changed once made): a page run that finds them, a new tab or a switch back to the page, builds
-# no figure and queries nothing for them.
+# no chart and queries nothing for them.
 @st.cache_resource(show_spinner=False, max_entries=64)
 def histogram_chart(
     db, run, score, log_x, filters: SampleFilter, by, full, selected, colors, share
 ):
-    """SCORE's clickable histogram and how many samples it leaves out."""
+    """SCORE's clickable histogram (a Vega-Lite spec and its data), its bin edges and how many
+    samples it leaves out."""
     hist = load_histogram(Store(db), run, score, 60, log_x, filters, by, full)
     title = LABELS.get(score, score)
-    fig = selectable_histogram_figure(hist, title, selected, colors, share)
-    return fig, hist.n_left_out
+    data, spec = selectable_histogram_chart(hist, title, selected, colors, share)
+    return data, spec, tuple(hist.edges), hist.n_left_out
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -148,13 +152,22 @@ def on_range_input() -> None:
     set_range(None if low is None and high is None else ScoreRange(score, low, high), score)
 
 
-def on_histogram_select(score: str) -> None:
-    """A click (or box) on SCORE's histogram: its range becomes those bars' (again: none)."""
-    picked = selected_bins(st.session_state[f"hist_{score}"]["selection"])
+def histogram_key(score: str) -> str:
+    """The key of SCORE's histogram: a new one after each selection it made, so that the chart
+    is drawn afresh with no selection of its own (a click on the same bar again is a new
+    selection, and drops the range)."""
+    return f"hist_{score}_{st.session_state.get(HIST_DRAWN, {}).get(score, 0)}"
+
+
+def on_histogram_select(score: str, key: str, edges: tuple[float, ...], log_x: bool) -> None:
+    """A click (or a drag) on SCORE's histogram: its range becomes those bars' (again: none)."""
+    picked = selected_bins(st.session_state[key]["selection"], edges, log_x)
     if picked is None:
         return
     new = ScoreRange(score, picked[0], picked[1], closed=picked[2])
     set_range(None if ranges().get(score) == new else new, score)
+    drawn = st.session_state.setdefault(HIST_DRAWN, {})
+    drawn[score] = drawn.get(score, 0) + 1
 
 
 def on_scatter_select(x: str, y: str, key: str) -> None:
@@ -491,9 +504,9 @@ try:
     )
     log_x = st.toggle("Logarithmic x-axis", key="explore_log_x")
     st.caption(
-        "Click a bar to keep only the samples in its range (click it again to drop it); the "
-        "tool bar's box select takes several bars. The charts and the list below all show the "
-        "filtered samples; a histogram is not narrowed by its own range, which it shades."
+        "Click a bar to keep only the samples in its range (click it again to drop it); drag "
+        "across bars to take several. The charts and the list below all show the filtered "
+        "samples; a histogram is not narrowed by its own range, which it shades."
     )
     if by is not None:
         st.html(group_legend_html(by.label, colors, sizes))
@@ -502,7 +515,7 @@ try:
         own = ranges().get(score)
         # With a range of its own, its bins stay put (the selection stays on them); the other
         # histograms zoom to the samples the filters keep.
-        fig, left_out = histogram_chart(
+        data, spec, edges, left_out = histogram_chart(
             db,
             run_id,
             score,
@@ -515,11 +528,14 @@ try:
             share,
         )
         with grid[i % 2]:
-            st.plotly_chart(
-                fig,
-                key=f"hist_{score}",
-                on_select=partial(on_histogram_select, score),
-                selection_mode=("points", "box"),
+            key = histogram_key(score)
+            st.vega_lite_chart(
+                data,
+                spec,
+                width="stretch",
+                key=key,
+                on_select=partial(on_histogram_select, score, key, edges, log_x),
+                selection_mode=[HIST_CLICK, HIST_SPAN],
             )
             if left_out:
                 why = "no value" + (" or a value ≤ 0 (log axis)" if log_x else "")

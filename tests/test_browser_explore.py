@@ -1,7 +1,7 @@
 """Explore in a real browser: a click on a histogram bar filters the ranked samples to its range.
 
-AppTest cannot click a Plotly chart, so this drives `streamlit run app.py` in headless Debian
-Chromium, reads the bar's range from the figure the page drew and the rows from the table.
+AppTest cannot click a chart, so this drives `streamlit run app.py` in headless Debian Chromium,
+reads the bar's range from the histogram Vega drew (its SVG) and the rows from the table.
 """
 
 from __future__ import annotations
@@ -66,31 +66,48 @@ def test_clicking_a_histogram_bar_filters_the_ranked_samples(explore_url):
         page.set_default_timeout(60_000)
         page.goto(f"{explore_url}/Explore")
         expect(page.get_by_text(f"{N_DOCS} samples match", exact=False)).to_be_visible()
-        chart = (
-            page.locator("[data-testid=stPlotlyChart]")
-            .filter(has_text="bits per token")
-            .filter(has_not_text="against")
+        chart = page.locator("[data-testid=stVegaLiteChart]").filter(has_text="bits per token")
+        # Vega's SVG: one path per bar, labelled with its fields ("left: 2.5; samples: 3; ...").
+        bars = chart.locator(
+            "g.role-mark path[aria-roledescription='rect mark'][aria-label*=samples]"
         )
-        bars = chart.locator("g.trace.bars g.point path")
         expect(bars).to_have_count(60)
-        drawn = chart.locator(".js-plotly-plot").evaluate(
-            "d => ({y: Array.from(d.data[0].y), bins: d.data[0].customdata})"
-        )
-        k = max(range(60), key=lambda i: drawn["y"][i])
-        count = int(drawn["y"][k])
-        left, right, last = drawn["bins"][k]
+        labels = bars.evaluate_all("ps => ps.map(p => p.getAttribute('aria-label'))")
+        drawn = [
+            {
+                k.strip(): float(v.replace(",", ""))
+                for k, v in (f.split(":") for f in label.split(";"))
+            }
+            for label in labels
+        ]
+        k = max(range(60), key=lambda i: drawn[i]["samples"])
+        count = int(drawn[k]["samples"])
+        left, right = drawn[k]["left"], drawn[k]["right"]  # to 12 digits
 
         bars.nth(k).click(force=True)
         expect(page.get_by_text(f"{count} samples match the filters")).to_be_visible()
         expect(page.get_by_role("button", name=re.compile(r"≤ bits_per_token <|≤"))).to_be_visible()
         scores = table_column(page, "bits_per_token")
         assert 0 < len(scores) <= count
-        assert all(left <= s and (s <= right if last else s < right) for s in scores), (
-            left,
-            right,
-            scores,
-        )
+        slack = 1e-9 * max(abs(left), abs(right))
+        assert all(left - slack <= s <= right + slack for s in scores), (left, right, scores)
         page.screenshot(path=ARTIFACTS / "e2e-explore-bar-clicked.png")
+
+        # The same bar again drops the range (the chart is drawn afresh, with no selection).
+        box = bars.nth(k).bounding_box()
+        bars.nth(k).click(force=True)
+        expect(page.get_by_text(f"{N_DOCS} samples match.", exact=False)).to_be_visible()
+
+        # A drag across the bars 10 to 30 keeps the samples in their range.
+        x10, x30 = box["x"] + (10 - k) * box["width"], box["x"] + (31 - k) * box["width"]
+        y = box["y"] + box["height"] / 2
+        page.mouse.move(x10 + 2, y)
+        page.mouse.down()
+        page.mouse.move(x30 - 2, y, steps=8)
+        page.mouse.up()
+        dragged = sum(int(drawn[i]["samples"]) for i in range(10, 31))
+        expect(page.get_by_text(f"{dragged} samples match the filters")).to_be_visible()
+        expect(page.get_by_role("button", name=re.compile(r"≤ bits_per_token <"))).to_be_visible()
 
         page.get_by_role("button", name="Clear all filters").click()
         expect(page.get_by_text(f"{N_DOCS} samples match.", exact=False)).to_be_visible()

@@ -23,7 +23,7 @@ from core.explore import (
 from core.groups import MISSING, OTHER, GroupBy
 from core.store import Store
 from tests.helpers_runs import add_done_run, ingest_rows
-from ui.charts import clicked_sample, selected_bins, selected_region
+from ui.charts import HIST_CLICK, HIST_SPAN, clicked_sample, selected_bins, selected_region
 
 N = 150
 WORDS = ["alpha", "beta", "Needle", "gamma", "delta"]
@@ -208,18 +208,30 @@ def test_filters_say_what_they_hold():
 
 
 def test_chart_selections_read_back_as_ranges_regions_and_samples():
-    bar = {"points": [{"x": 2.5, "y": 4, "customdata": [2.0, 3.0, 0]}], "box": [], "lasso": []}
-    assert selected_bins(bar) == (2.0, 3.0, False)
-    boxed = {
-        "points": [
-            {"customdata": [3.0, 4.0, 1]},
-            {"customdata": [1.0, 2.0, 0]},
-            {"customdata": [2.0, 3.0, 0]},
-        ],
-        "box": [{"x": [1.2, 3.9], "y": [0, 9]}],
-    }
-    assert selected_bins(boxed) == (1.0, 4.0, True)  # the last bar is closed
-    assert selected_bins({"points": [], "box": [], "lasso": []}) is None
+    # A histogram's selections as Streamlit hands them over from Vega-Lite: a clicked bar's
+    # fields (HIST_CLICK), a drag's range on x (HIST_SPAN); the edges are the bins' own.
+    edges = (1.0, 2.0, 3.0, 4.0)
+    bar = {HIST_CLICK: [{"left": 2.0, "right": 3.0}], HIST_SPAN: {}}
+    assert selected_bins(bar, edges) == (2.0, 3.0, False)
+    off = {HIST_CLICK: [{"left": 2.0000000000000004, "right": 3.0}], HIST_SPAN: {}}
+    assert selected_bins(off, edges)[0] == 2.0  # snapped to the exact edge
+    dragged = {HIST_CLICK: {}, HIST_SPAN: {"left": [3.9, 1.2]}}
+    assert selected_bins(dragged, edges) == (1.0, 4.0, True)  # the last bar is closed
+    assert selected_bins({HIST_CLICK: {}, HIST_SPAN: {"left": [2.6, 2.9]}}, edges) == (
+        2.0,
+        3.0,
+        False,
+    )  # a drag inside one bar takes it
+    log_edges = (1.0, 10.0, 100.0)  # centres 3.16 and 31.6 on a log axis
+    assert selected_bins({HIST_SPAN: {"left": [3.0, 40.0]}}, log_edges, log_x=True) == (
+        1.0,
+        100.0,
+        True,
+    )
+    assert selected_bins({HIST_SPAN: {"left": [6.0, 40.0]}}, log_edges, log_x=True)[0] == 10.0
+    assert selected_bins({HIST_CLICK: {}, HIST_SPAN: {}}, edges) is None
+    assert selected_bins({HIST_CLICK: [], HIST_SPAN: {}}, edges) is None
+    assert selected_bins(bar, ()) is None
 
     click = {"points": [{"x": 5, "y": 2.5, "customdata": ["d007"]}], "box": [], "lasso": []}
     assert clicked_sample(click) == "d007" and selected_region(click) is None

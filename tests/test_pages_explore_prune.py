@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
+import pandas as pd
 import plotly.graph_objects as go
 import plotly.io
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -94,13 +98,24 @@ def ranked(at: AppTest) -> list[str]:
 
 
 def figures(at: AppTest) -> dict[str, go.Figure]:
-    """The page's Plotly figures by title."""
+    """The page's Plotly figures (the scatter) by title."""
     shown = [plotly.io.from_json(c.proto.spec) for c in at.get("plotly_chart")]
     return {f.layout.title.text: f for f in shown}
 
 
-def counted(fig: go.Figure) -> int:
-    return int(sum(sum(t.y) for t in fig.data))
+def histograms(at: AppTest) -> dict[str, pd.DataFrame]:
+    """The page's histograms (Vega-Lite charts) by title: the rows of their bars (group, left,
+    right, value: a count, or a group's share)."""
+    shown = {}
+    for chart in at.get("vega_lite_chart"):
+        spec = json.loads(chart.proto.spec)
+        data = pa.ipc.open_stream(chart.proto.data.data).read_pandas()
+        shown[spec["title"]] = data[data["kind"] == "bar"]
+    return shown
+
+
+def counted(bars: pd.DataFrame) -> int:
+    return int(bars["value"].sum())
 
 
 def test_explore_ranks_filters_and_shows_one_sample(page_store):
@@ -148,7 +163,7 @@ def test_the_scatter_is_drawn_only_once_asked_for(page_store, monkeypatch):
     section = next(e for e in at.expander if e.label.startswith("Scatter:"))
     assert section.label == f"Scatter: {SCATTER}, one point per sample"
     # Two histograms by default, one row: the first model score and the length.
-    assert set(figures(at)) == {"bits per token", "length (tokens)"}
+    assert set(histograms(at)) == {"bits per token", "length (tokens)"} and not figures(at)
     assert not queried and not [c for c in captions(at) if "Click a point" in c]
 
     open_scatter(at)
@@ -170,10 +185,13 @@ def test_explore_filters_every_chart_and_clears(page_store):
     }
     open_scatter(at)
     assert ranked(at) == ["s02", "s03", "s04"] and matching(at) == "3 samples match the filters"
-    charts = figures(at)
+    charts = histograms(at)
     assert counted(charts["length (tokens)"]) == 3  # the other charts show the same samples
-    assert counted(charts["bits per token"]) == 20  # its own range: all, shaded
-    assert len(charts[SCATTER].data[0].customdata) == 20
+    own = charts["bits per token"]
+    assert counted(own) == 20  # its own range: all, shaded, the bars outside it faded
+    inside = own[own["inside"]]
+    assert 0 < len(inside) < 60 and inside["right"].min() > 3 and inside["left"].max() < 6
+    assert len(figures(at)[SCATTER].data[0].customdata) == 20
     assert at.dataframe[0].value.loc["n_tokens", "count"] == 3
     chips = [b.label for b in at.button]
     assert chips == ["3 ≤ bits_per_token < 6", "Clear all filters"]
@@ -183,7 +201,7 @@ def test_explore_filters_every_chart_and_clears(page_store):
     assert at.subheader[-1].value == "Sample s03" and metric(at, "bits per token") == "4"
 
     at.text_input(key="explore_text").set_value("sample 4 ").run()
-    assert ranked(at) == ["s04"] and counted(figures(at)["length (tokens)"]) == 1
+    assert ranked(at) == ["s04"] and counted(histograms(at)["length (tokens)"]) == 1
     assert at.subheader[-1].value == "Sample s04"  # a filter change opens the first row
     next(b for b in at.button if b.label.startswith("text")).click().run()
     assert ranked(at) == ["s02", "s03", "s04"]
@@ -201,18 +219,18 @@ def test_explore_groups_histograms_summary_and_list(page_store):
     assert list(summary.index) == ["t0", "t1", "t2", "all"]
     assert list(summary["count"]) == [7, 7, 6, 20]
     assert summary.loc["t2", "mean"] == pytest.approx(sum(range(3, 21, 3)) / 6)
-    hist = figures(at)["bits per token"]
-    assert [t.name for t in hist.data] == ["t0", "t1", "t2"]
-    assert [int(sum(t.y)) for t in hist.data] == [7, 7, 6]
+    bars = histograms(at)["bits per token"]
+    per_group = bars.groupby("group", sort=False)["value"].sum()
+    assert list(per_group.index) == ["t0", "t1", "t2"] and list(per_group) == [7, 7, 6]
 
     at.multiselect(key="explore_groups_topic").set_value(["t2"]).run()
     assert ranked(at) == [f"s{i:02d}" for i in range(2, 20, 3)]
-    assert [t.name for t in figures(at)["bits per token"].data] == ["t2"]
+    assert set(histograms(at)["bits per token"]["group"]) == {"t2"}
     assert "topic in t2" in [b.label for b in at.button]
 
     at.radio(key="explore_group_view").set_value("share of each group").run()
     assert not at.exception
-    assert sum(figures(at)["bits per token"].data[0].y) == pytest.approx(1.0)
+    assert histograms(at)["bits per token"]["value"].sum() == pytest.approx(1.0)
     # The Prune page starts from the same grouping.
     prune = AppTest.from_file(str(ROOT / "pages" / "4_Prune_and_Export.py"), default_timeout=60)
     prune.session_state["group_by"] = "topic"

@@ -1,5 +1,6 @@
-"""Charts of the Explore and Prune pages (charts only: data comes from core/): Plotly figures to
-click on Explore, Vega-Lite specs that Prune & Export redraws in place as its sliders move."""
+"""Charts of the Explore and Prune pages (charts only: data comes from core/): Vega-Lite specs
+(Explore's histograms to click or drag over, Prune & Export's charts redrawn in place as its
+sliders move) and Plotly figures (Explore's scatter, drawn on request)."""
 
 from __future__ import annotations
 
@@ -213,11 +214,18 @@ def kept_curve_chart(
     return data, spec
 
 
-# ---- Explore: charts a click or a box selects from (st.plotly_chart(on_select=...)) ----------
+# ---- Explore: charts a click or a box selects from --------------------------------------------
+#
+# The histograms are Vega-Lite specs with two selection parameters (st.vega_lite_chart(on_select=
+# ...)): HIST_CLICK, a click on a bar, and HIST_SPAN, a drag along x over several. Lighter than
+# Plotly in a browser (a new tab need not load Plotly's script before its first charts). The
+# scatter, drawn only on request, stays a Plotly figure (st.plotly_chart(on_select=...)).
 
 # Tableau 10 first: its first colours are easy to tell apart (Plotly's 1st and 4th are both violet).
 GROUP_PALETTE = px.colors.qualitative.T10 + px.colors.qualitative.Safe
 SELECTED_FILL = "#f5b700"
+HIST_CLICK = "bar"  # point selection: [{"left": ..., "right": ...}] of the clicked bar
+HIST_SPAN = "span"  # interval selection on x: {"left": [low, high]} of a drag
 
 
 def group_colors(labels: list[str]) -> dict[str, str]:
@@ -243,95 +251,147 @@ def group_legend_html(title: str, colors: dict[str, str], sizes: dict[str, int])
     return f'<div style="font-size:0.85rem;line-height:1.8">{title}: {items}</div>'
 
 
-def selectable_histogram_figure(
+def selectable_histogram_chart(
     hist: Histogram,
     title: str,
     selected: tuple[float | None, float | None] | None = None,
     colors: dict[str, str] | None = None,
     share: bool = False,
     height: int = 260,
-) -> go.Figure:
-    """HIST as bars to click or box-select: each point's customdata is its bin's (left, right,
-    1 for the last bin); per group (HIST.by_group) stacked, or with SHARE one line per group of
-    the share of its samples in each bin. SELECTED (a score range) is shaded."""
+) -> VegaChart:
+    """HIST as bars to click or drag over (the selection parameters HIST_CLICK and HIST_SPAN);
+    per group (HIST.by_group) stacked, or with SHARE one step line per group of the share of its
+    samples in each bin, over bins to click. SELECTED (a score range) is shaded, the bars outside
+    it faded. The data: a row per bar ("bar": group, left, right, value, y0, y1, inside), per bin
+    ("bin": the click targets of SHARE) and the shade ("shade")."""
     frame = hist.frame()
-    last = [0] * (len(frame) - 1) + [1] if len(frame) else []
-    custom = list(zip(frame["left"], frame["right"], last, strict=True))
-    hover = "%{customdata[0]:.4g} to %{customdata[1]:.4g}: "
+    edges = list(hist.edges)
+    centres = _centres(frame, hist.log_x).tolist() if len(frame) else []
     series = hist.by_group or {"": hist.counts}
-    traces = []
+    rows: list[tuple] = []
+    base = [0.0] * len(frame)
+    top = [0.0] * len(frame)
     for group, counts in series.items():
-        color = (colors or {}).get(group)
-        name = dict(name=str(group), legendgroup=str(group)) if group else {}
-        if share:
-            total = sum(counts) or 1
-            centres = _centres(frame, hist.log_x)
-            traces.append(
-                go.Scatter(
-                    x=centres,
-                    y=[c / total for c in counts],
-                    customdata=custom,
-                    mode="lines",
-                    line=dict(shape="hvh", color=color, width=1.5),
-                    hovertemplate=f"{group}<br>{hover}%{{y:.1%}} of the group<extra></extra>",
-                    **name,
-                )
-            )
-        elif hist.log_x:  # a filled step per bin: bars have no width on a log axis
-            traces.append(
-                go.Scatter(
-                    x=[e for lr in zip(frame["left"], frame["right"], strict=True) for e in lr],
-                    y=[c for c in counts for _ in (0, 1)],
-                    customdata=[c for c in custom for _ in (0, 1)],
-                    mode="lines",
-                    line=dict(color=color, width=1),
-                    stackgroup="counts" if hist.by_group else None,
-                    fill=None if hist.by_group else "tozeroy",
-                    hovertemplate=f"{group + '<br>' if group else ''}{hover}%{{y}} samples"
-                    "<extra></extra>",
-                    **name,
-                )
-            )
-        else:
-            inside = [_overlaps(lr, selected) for lr in custom]
-            traces.append(
-                go.Bar(
-                    x=(frame["left"] + frame["right"]) / 2,
-                    y=counts,
-                    width=frame["right"] - frame["left"],
-                    customdata=custom,
-                    marker=dict(color=color, opacity=[1.0 if i else 0.35 for i in inside]),
-                    hovertemplate=f"{group + '<br>' if group else ''}{hover}%{{y}} samples"
-                    "<extra></extra>",
-                    **name,
-                )
-            )
-    fig = go.Figure(traces)
-    fig.update_layout(
-        title=title,
-        height=height,
-        margin=dict(l=10, r=10, t=40, b=10),
-        bargap=0,
-        barmode="stack",
-        showlegend=False,
-        clickmode="event+select",
-        selectdirection="h",  # the tool bar's box select takes a range of bars
-    )
-    if selected is not None and len(frame):
-        low, high = selected
-        fig.add_vrect(
-            x0=frame["left"].iloc[0] if low is None else low,
-            x1=frame["right"].iloc[-1] if high is None else high,
-            fillcolor=SELECTED_FILL,
-            opacity=0.2,
-            line_width=0,
-            layer="below",
-        )
-    fig.update_xaxes(type="log" if hist.log_x else "linear")
-    fig.update_yaxes(title="share of the group" if share else "samples")
+        total = sum(counts) or 1
+        for i, count in enumerate(counts):
+            value = count / total if share else count
+            y0 = 0.0 if share else base[i]
+            rows.append(("bar", group, edges[i], edges[i + 1], centres[i], value, y0, y0 + value))
+            base[i] = y0 + value
+            top[i] = max(top[i], y0 + value)
     if share:
-        fig.update_yaxes(tickformat=".0%")
-    return fig
+        rows += [
+            ("bin", "", edges[i], edges[i + 1], centres[i], top[i], 0.0, top[i])
+            for i in range(len(frame))
+        ]
+    if selected is not None and edges:
+        low, high = selected
+        low = edges[0] if low is None else max(low, edges[0])
+        high = edges[-1] if high is None else min(high, edges[-1])
+        rows.append(("shade", "", low, high, None, 0, 0.0, 0.0))
+    data = pd.DataFrame(
+        rows, columns=["kind", "group", "left", "right", "centre", "value", "y0", "y1"]
+    )
+    data["inside"] = [
+        kind != "bar" or _overlaps((left, right), selected)
+        for kind, left, right in zip(data["kind"], data["left"], data["right"], strict=True)
+    ]
+
+    x = {
+        "field": "left",
+        "type": "quantitative",
+        "title": None,
+        "scale": {"type": "log" if hist.log_x else "linear", "zero": False, "nice": False}
+        | ({"domain": [edges[0], edges[-1]]} if edges else {}),
+    }
+    y = {"type": "quantitative", "title": "share of the group" if share else "samples"}
+    if share:
+        y["axis"] = {"format": ".0%"}
+    value_tip = (
+        {"field": "value", "title": "of the group", "format": ".1%"}
+        if share
+        else {"field": "value", "title": "samples", "format": ","}
+    )
+    group_tip = [{"field": "group", "title": "group"}] if hist.by_group else []
+    tooltip = [
+        *group_tip,
+        {"field": "left", "title": "from", "format": ".4g"},
+        {"field": "right", "title": "to", "format": ".4g"},
+        value_tip,
+    ]
+    color = (
+        {
+            "field": "group",
+            "type": "nominal",
+            "legend": None,
+            "scale": {
+                "domain": list(series),
+                "range": [(colors or {}).get(g) or GROUP_PALETTE[0] for g in series],
+            },
+        }
+        if hist.by_group
+        else None
+    )
+    params = [
+        {"name": HIST_CLICK, "select": {"type": "point", "fields": ["left", "right"]}},
+        {"name": HIST_SPAN, "select": {"type": "interval", "encodings": ["x"]}},
+    ]
+    layers: list[dict] = [
+        {
+            "transform": [{"filter": "datum.kind == 'shade'"}],
+            "mark": {"type": "rect", "color": SELECTED_FILL, "opacity": 0.2},
+            "encoding": {"x": x, "x2": {"field": "right"}},
+        }
+    ]
+    if share:
+        layers += [
+            {  # click targets: the bins, unseen
+                "transform": [{"filter": "datum.kind == 'bin'"}],
+                "params": params,
+                "mark": {"type": "rect", "fill": "#888", "fillOpacity": 0, "cursor": "pointer"},
+                "encoding": {
+                    "x": x,
+                    "x2": {"field": "right"},
+                    "y": y | {"field": "y1"},
+                    "y2": {"datum": 0},
+                    "tooltip": tooltip[1:3],
+                },
+            },
+            {
+                "transform": [{"filter": "datum.kind == 'bar'"}],
+                "mark": {"type": "line", "interpolate": "step", "strokeWidth": 1.5},
+                "encoding": {
+                    "x": {"field": "centre", "type": "quantitative"},
+                    "y": y | {"field": "value"},
+                    "detail": {"field": "group"},
+                }
+                | ({"color": color} if color else {}),
+            },
+        ]
+    else:
+        bar_encoding = {
+            "x": x,
+            "x2": {"field": "right"},
+            "y": y | {"field": "y1"},
+            "y2": {"field": "y0"},
+            "opacity": {"condition": {"test": "datum.inside", "value": 1}, "value": 0.35},
+            "tooltip": tooltip,
+        }
+        layers.append(
+            {
+                "transform": [{"filter": "datum.kind == 'bar'"}],
+                "params": params,
+                "mark": {"type": "rect", "cursor": "pointer"},
+                "encoding": bar_encoding | ({"color": color} if color else {}),
+            }
+        )
+    spec = {
+        "title": title,
+        "height": height,
+        "usermeta": _SVG,
+        "layer": layers,
+    }
+    return data, spec
 
 
 def _centres(frame: pd.DataFrame, log_x: bool) -> pd.Series:
@@ -347,14 +407,39 @@ def _overlaps(bin_: tuple, selected: tuple[float | None, float | None] | None) -
     return (low is None or bin_[1] > low) and (high is None or bin_[0] < high)
 
 
-def selected_bins(selection: dict) -> tuple[float, float, bool] | None:
-    """(left, right, closed) spanned by the bins that a click or a box selected in a
-    selectable_histogram_figure; closed when the last bin is among them. None when none is."""
-    bins = [tuple(p["customdata"]) for p in selection.get("points", []) if p.get("customdata")]
-    if not bins:
+def selected_bins(
+    selection: dict, edges: Sequence[float], log_x: bool = False
+) -> tuple[float, float, bool] | None:
+    """(left, right, closed) spanned by the bins (of EDGES) that a click (HIST_CLICK: the bar's
+    fields) or a drag (HIST_SPAN: {"left": [low, high]}) selected in a selectable_histogram_chart;
+    closed when the last bin is among them. A drag takes the bins whose centre it covers (or the
+    one it lies in). None when none is selected. The edges are EDGES' own (exact) values."""
+    n = len(edges) - 1
+    if n < 1:
         return None
-    right = max(b[1] for b in bins)
-    return min(b[0] for b in bins), right, any(b[2] for b in bins if b[1] == right)
+    span = (selection.get(HIST_SPAN) or {}).get("left")
+    if span:
+        low, high = min(span), max(span)
+        mid = [
+            (a * b) ** 0.5 if log_x else (a + b) / 2
+            for a, b in zip(edges[:-1], edges[1:], strict=True)
+        ]
+        picked = [i for i in range(n) if low <= mid[i] <= high] or [
+            i for i in range(n) if edges[i + 1] > low and edges[i] < high
+        ]
+    else:
+        points = selection.get(HIST_CLICK) or []
+        if isinstance(points, dict):  # none: {}
+            points = []
+        picked = [
+            min(range(n), key=lambda i, v=p["left"]: abs(edges[i] - v))
+            for p in points
+            if isinstance(p, dict) and p.get("left") is not None
+        ]
+    if not picked:
+        return None
+    first, last = min(picked), max(picked)
+    return edges[first], edges[last + 1], last == n - 1
 
 
 def scatter_figure(
