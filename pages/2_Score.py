@@ -163,9 +163,16 @@ def _when(stamp) -> str | None:
     return None if stamp is None or pd.isna(stamp) else f"{stamp:%Y-%m-%d %H:%M:%S}"
 
 
-@st.fragment(run_every=2)
+# Each refresh costs the server and the browser CPU time, which a scoring job on the same cores
+# pays for several times over (its threads wait for one another): refreshed every 2 s, a run
+# started here scored ~22 % slower than `infoprune score`; every 5 s, as fast
+# (benchmarks/score_page_vs_cli.py). A run commits every ~3 s.
+LIVE_RUNS_EVERY_S = 5
+
+
+@st.fragment(run_every=LIVE_RUNS_EVERY_S)
 def live_runs(dataset: str | None) -> None:
-    """Refreshes itself every two seconds: what each job is doing, progress, speed, ETA, cancel,
+    """Refreshes itself every few seconds: what each job is doing, progress, speed, ETA, cancel,
     the runs that finished, resume."""
     for job_id in st.session_state.get("score_jobs", []):
         err = job_error(store, job_id)
