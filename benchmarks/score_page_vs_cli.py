@@ -278,6 +278,8 @@ def main() -> None:
             if not args.keep:
                 db.unlink()
     load_after = os.getloadavg()
+    if not args.keep:
+        shutil.rmtree(work)
     if len({str(r["settings"]) for _, _, r in results}) != 1:
         print("\nWARNING: the runs' settings differ:", {s: r["settings"] for _, s, r in results})
 

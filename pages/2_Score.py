@@ -313,10 +313,16 @@ def probe_form(dataset: str) -> None:
             st.success(f"Started probe training `{probe_id}` in the background.")
 
 
-@st.fragment(run_every=3)
-def live_probes() -> None:
-    """Probe jobs with their progress and loss curve, refreshed every few seconds."""
+TRAINING = ["queued", "running"]
+
+
+def live_probes(training: bool) -> None:
+    """Probe jobs with their progress and loss curve: a fragment refreshed every 3 s while a probe
+    trains (TRAINING, when the page ran), else every 30 s. Each refresh costs CPU time that a run
+    on the same cores pays for (see LIVE_RUNS_EVERY_S): a page left open polls little."""
     probes = list_probes(store)
+    if not training and probes["status"].isin(TRAINING).any():
+        st.rerun()  # a probe started elsewhere: the page runs again and refreshes it every 3 s
     if probes.empty:
         return
     st.subheader("Probes")
@@ -368,4 +374,5 @@ if dataset is not None:
 live_runs(dataset)
 if dataset is not None:
     probe_form(dataset)
-live_probes()
+training = bool(list_probes(store)["status"].isin(TRAINING).any())
+st.fragment(live_probes, run_every=3 if training else 30)(training)
