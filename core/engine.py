@@ -111,13 +111,15 @@ class Scorer:
             _set_cpu_threads()
         self._prefix = prefix_token(tokenizer)
         torch_dtype = getattr(torch, self.dtype)
+        if not isinstance(model, Gpt2Weights):
+            model.eval()  # no dropout, whichever path runs the model's own layers
         # Gpt2Weights (read without transformers) have the packed path only.
         if isinstance(model, Gpt2Weights) or (settings.fast_path and _Gpt2Packed.supports(model)):
             self.path = _Gpt2Packed(model, torch_dtype, self.device, settings.compile)
         elif settings.fast_path and _HfPacked.supports(model, self.window):
             self.path = _HfPacked(model, torch_dtype, self.device)
         else:
-            self.path = _PaddedRows(model.eval(), torch_dtype, self.device)
+            self.path = _PaddedRows(model, torch_dtype, self.device)
         self.path_name = type(self.path).__name__
 
     def tokenize(self, texts: list[str]) -> list[list[int]]:

@@ -313,3 +313,15 @@ def test_out_of_memory_halves_the_budget_for_good(lms, tokenizer):
     refused.clear()
     scorer.score_texts(TEXTS)  # the next chunk starts from the halved budget
     assert refused == []
+
+
+def test_a_model_in_training_mode_scores_without_dropout(tokenizer):
+    model = make_model("neox", len(tokenizer))
+    model.config.hidden_dropout = 0.5  # the layers' own dropout, applied in training mode
+    for layer in model.gpt_neox.layers:
+        layer.post_attention_dropout.p = layer.post_mlp_dropout.p = 0.5
+    ref = [naive_score(model.eval(), tokenizer, t, 16, 8) for t in TEXTS]
+    model.train()
+    scorer = Scorer(model, tokenizer, EngineSettings(window=16, dtype="float32"))
+    assert scorer.path_name == "_HfPacked"
+    assert max(rel_errors(scorer.score_texts(TEXTS), ref)) < 1e-4
