@@ -8,8 +8,8 @@ import html
 from collections.abc import Sequence
 
 import pandas as pd
-import plotly.express as px
 import plotly.graph_objects as go
+from plotly.colors import qualitative
 
 from core.histogram import Histogram
 
@@ -222,7 +222,7 @@ def kept_curve_chart(
 # scatter, drawn only on request, stays a Plotly figure (st.plotly_chart(on_select=...)).
 
 # Tableau 10 first: its first colours are easy to tell apart (Plotly's 1st and 4th are both violet).
-GROUP_PALETTE = px.colors.qualitative.T10 + px.colors.qualitative.Safe
+GROUP_PALETTE = qualitative.T10 + qualitative.Safe
 SELECTED_FILL = "#f5b700"
 HIST_CLICK = "bar"  # point selection: [{"left": ..., "right": ...}] of the clicked bar
 HIST_SPAN = "span"  # interval selection on x: {"left": [low, high]} of a drag
