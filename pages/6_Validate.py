@@ -9,6 +9,7 @@ import streamlit as st
 from core.datasets import dataset_names
 from core.effects import NO_DIFFERENCE, effects
 from core.errors import InputError
+from core.jobs import live_jobs
 from core.sweep import (
     best_row,
     describe,
@@ -67,6 +68,12 @@ ARM_COLORS = {
     "dedup+random": "#8c564b",
 }
 NO_TARGET = "(none)"
+# Each refresh costs the server and the browser CPU time, which a validation training on the same
+# cores pays for (see LIVE_RUNS_EVERY_S on the Score page): the sections refresh every few seconds
+# while a validation or sweep job runs, and seldom otherwise (a job started elsewhere shows within
+# IDLE_EVERY_S, then the page refreshes fast until it ends).
+LIVE_EVERY_S = 5
+IDLE_EVERY_S = 30
 ARM_LABELS = {
     "pruned": "pruned by the rule",
     "random": "random, as many tokens",
@@ -296,9 +303,22 @@ def modifiers(settings: dict) -> list[str]:
     return out
 
 
-@st.fragment(run_every=2)
-def live(run_id: str) -> None:
-    """Refreshes itself every two seconds: progress, cancel, chart and table."""
+def validating() -> bool:
+    """Whether a validation or sweep job runs (both are jobs of kind 'validate')."""
+    return not live_jobs(store, "validate").empty
+
+
+def follow_jobs(active: bool) -> None:
+    """Run the page again when a job started or ended since it ran, so that the sections refresh
+    at the pace that fits (ACTIVE: whether a job ran when the page ran)."""
+    if validating() != active:
+        st.rerun()
+
+
+def live(run_id: str, active: bool) -> None:
+    """Progress, cancel, chart and table: a fragment refreshed every LIVE_EVERY_S while a job runs
+    (ACTIVE), else every IDLE_EVERY_S."""
+    follow_jobs(active)
     vals = list_validations(store, run_id)
     if vals.empty:
         st.caption("No validation of this run yet.")
@@ -340,6 +360,7 @@ def live(run_id: str) -> None:
     if resumable and st.button("Resume", key=f"resume_{vid}", help="finished arms are kept"):
         resume_validation_job(store, vid)
         st.toast(f"Resuming {vid}")
+        st.rerun()  # the whole page: its sections now refresh at a running job's pace
     results = load_results(store, vid)
     if results.empty:
         st.caption("No arm finished yet.")
@@ -416,6 +437,9 @@ def sweep_form(run_id: str) -> None:
         eval_filter = c5.text_input("Only where", placeholder="COLUMN=VALUE", key="sweep_filter")
         quick = st.checkbox("Quick: a smaller pool and fewer steps", key="sweep_quick")
         submitted = st.form_submit_button("Start sweep")
+    started = st.session_state.pop("sweep_started", None)
+    if started:
+        st.success(f"Started `{started}` in the background — its table fills in below.")
     if not submitted:
         return
     try:
@@ -434,12 +458,13 @@ def sweep_form(run_id: str) -> None:
         show_error(exc)
         return
     st.session_state["current_sweep"] = sweep_id
-    st.success(f"Started `{sweep_id}` in the background — its table fills in below.")
+    st.session_state["sweep_started"] = sweep_id
+    st.rerun()  # the sections above were drawn before the job ran: refresh them at its pace
 
 
-@st.fragment(run_every=3)
 def sweeps(run_id: str) -> None:
-    """The run's sweeps: progress, the ranked table, the chart and the recommendation."""
+    """The run's sweeps: progress, the ranked table, the chart and the recommendation (a fragment
+    refreshed as `live` is)."""
     listed = list_sweeps(store, run_id)
     if listed.empty:
         return
@@ -523,6 +548,8 @@ def sweep_figure(table: pd.DataFrame) -> go.Figure:
 
 if run_id is not None:
     start_form(run_id)
-    live(run_id)
+    active = validating()
+    every = LIVE_EVERY_S if active else IDLE_EVERY_S
+    st.fragment(live, run_every=every)(run_id, active)
     sweep_form(run_id)
-    sweeps(run_id)
+    st.fragment(sweeps, run_every=every)(run_id)

@@ -579,6 +579,50 @@ def test_validate_page_shows_results_and_starts_a_job(done, monkeypatch):
     assert "between 0 and 1" in at.error[0].value and len(started) == 1
 
 
+def test_validate_page_refreshes_fast_only_while_a_job_runs(done, monkeypatch):
+    """A page left open polls every 30 s; while a validation or sweep job runs, every 5 s, and a
+    job that starts after the page ran switches it (each refresh costs CPU the job pays for)."""
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    from core import jobs
+
+    paces = []
+    fragment = st.fragment
+
+    def recording(func=None, *, run_every=None):
+        if func is None:  # used as @st.fragment(run_every=...)
+            return lambda f: recording(f, run_every=run_every)
+        paces.append((func.__name__, run_every))
+        return fragment(func, run_every=run_every)
+
+    running = pd.DataFrame({"job_id": ["validate-1"]})
+    answers = []  # what live_jobs answers, call after call; then the last answer again
+
+    def fake_live_jobs(store, kind):
+        assert kind == "validate"
+        return answers.pop(0) if len(answers) > 1 else answers[0]
+
+    monkeypatch.setattr(st, "fragment", recording)
+    monkeypatch.setattr(jobs, "live_jobs", fake_live_jobs)
+    monkeypatch.setenv("INFOPRUNE_DB", str(done["store"].path))
+    at = AppTest.from_file(str(ROOT / "pages" / "6_Validate.py"), default_timeout=60)
+
+    answers[:] = [running.iloc[:0]]  # no job
+    at.run()
+    assert not at.exception and paces == [("live", 30), ("sweeps", 30)]
+
+    paces.clear()
+    answers[:] = [running]
+    at.run()
+    assert not at.exception and paces == [("live", 5), ("sweeps", 5)]
+
+    paces.clear()  # none when the page ran, one by the time its section drew: the page runs again
+    answers[:] = [running.iloc[:0], running]
+    at.run()
+    assert not at.exception and paces == [("live", 30), ("live", 5), ("sweeps", 5)]
+
+
 def test_a_running_validation_is_not_started_twice(done):
     import subprocess
     import sys
