@@ -61,14 +61,16 @@ def running_app(
     env: dict[str, str] | None = None,
     log: Path | None = None,
     timeout: float = 60,
+    cwd: Path = ROOT,
 ) -> Iterator[subprocess.Popen]:
-    """Run COMMAND from the repository root until its port accepts connections; stop it after.
+    """Run COMMAND from CWD (the repository root; a benchmark may serve another source tree)
+    until its port accepts connections; stop it after.
 
     Output goes to LOG (for a failing test to show, or a test to read), else nowhere.
     """
     out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 - closed below
     server = subprocess.Popen(
-        list(command), cwd=ROOT, env=dict(os.environ, **(env or {})), stdout=out, stderr=out
+        list(command), cwd=cwd, env=dict(os.environ, **(env or {})), stdout=out, stderr=out
     )
     try:
         deadline = time.monotonic() + timeout
