@@ -336,7 +336,7 @@ def check_output(store: Store, out: str | os.PathLike, fmt: str, overwrite: bool
         raise InputError("--out needs a file or directory name", ui="Give a file name to write to.")
     manifest = manifest_path_for(out)
     for target in (out, manifest):
-        _refuse_store_paths(store, target)
+        store.refuse_own_path(target)
     if out.exists() or out.is_symlink():
         if not overwrite:
             raise InputError(
@@ -367,16 +367,6 @@ def check_output(store: Store, out: str | os.PathLike, fmt: str, overwrite: bool
     if not parent.exists() and parent.resolve() != default_export_dir(store):
         raise InputError(f"folder {parent} does not exist — create it first")
     return out
-
-
-def _refuse_store_paths(store: Store, target: Path) -> None:
-    resolved = target.resolve()
-    for owned in store.owned_paths():
-        if resolved == owned or owned in resolved.parents or resolved in owned.parents:
-            raise InputError(
-                f"{target} would write over the store {store.path} ({owned.name}) — "
-                "choose an output outside the store's files"
-            )
 
 
 def is_previous_export(folder: Path) -> bool:

@@ -235,6 +235,17 @@ class Store:
         db = self.path.expanduser().resolve()
         return [db, db.with_name(db.name + ".wal"), jobs_dir(db), scratch_folder(db)]
 
+    def refuse_own_path(self, target: str | os.PathLike) -> None:
+        """An InputError when writing TARGET would write over (or into) the store's own files,
+        symlinks resolved: the one check before any command writes a file a user named."""
+        resolved = Path(target).expanduser().resolve()
+        for owned in self.owned_paths():
+            if resolved == owned or owned in resolved.parents or resolved in owned.parents:
+                raise InputError(
+                    f"{target} would write over the store {self.path} ({owned.name}) — "
+                    "choose an output outside the store's files"
+                )
+
     def sweep_temporaries(self) -> None:
         """Remove what killed commands of this store left in its scratch folder."""
         sweep_store(self.path.expanduser())

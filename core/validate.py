@@ -764,13 +764,40 @@ def result_rows(results: pd.DataFrame) -> list[dict]:
     return rows
 
 
+def check_results_path(store: Store, path: str | os.PathLike) -> Path:
+    """PATH as a place `--json` may write, checked before any arm trains: never the store's own
+    files, a folder, or an existing file other than an earlier results file (which a re-run,
+    resuming, replaces)."""
+    path = Path(path).expanduser()
+    store.refuse_own_path(path)
+    if path.is_dir():
+        raise InputError(f"--json {path} is a folder — give a file name")
+    if path.exists() or path.is_symlink():
+        try:
+            earlier = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, ValueError):
+            earlier = None
+        if not (isinstance(earlier, dict) and isinstance(earlier.get("results"), list)):
+            raise InputError(
+                f"--json {path} exists and is not an earlier results file of `infoprune "
+                "validate --json` — choose a new name"
+            )
+    return path
+
+
 def write_results_json(path: str | Path, results: pd.DataFrame) -> None:
-    """`{"results": [...]}`, one row per finished arm (see `result_rows`), written atomically."""
+    """`{"results": [...]}`, one row per finished arm (see `result_rows`), written atomically
+    (a temporary beside it that a killed process leaves to the next sweep, then a rename)."""
+    from core.scratch import temp_name
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"results": result_rows(results)}, indent=1) + "\n")
-    os.replace(tmp, path)
+    tmp = path.with_name(temp_name(path.name))
+    try:
+        tmp.write_text(json.dumps({"results": result_rows(results)}, indent=1) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def dataset_of(store: Store, run_id: str) -> str:

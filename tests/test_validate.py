@@ -238,6 +238,51 @@ def test_summary_is_mean_and_sample_std_over_seeds_with_paired_difference():
 # ---- a real validation ----------------------------------------------------------------------
 
 
+def _argv_on_copy(done, tmp_path, json_path) -> tuple[list[str], Path]:
+    """The fixture's command (every arm done) on a copy of its store, writing JSON_PATH."""
+    import shutil
+
+    db = tmp_path / "copy.duckdb"
+    shutil.copy(done["store"].path, db)
+    argv = list(done["argv"])
+    argv[argv.index("--json") + 1] = str(json_path)
+    argv[argv.index("--db") + 1] = str(db)
+    return argv, db
+
+
+def test_json_never_writes_over_the_store_or_a_file_it_did_not_write(done, tmp_path, capsys):
+    argv, db = _argv_on_copy(done, tmp_path, tmp_path / "copy.duckdb")
+    size = db.stat().st_size
+    assert main(argv) == 2
+    assert "would write over the store" in capsys.readouterr().err
+    assert db.stat().st_size == size and Store(db).query("SELECT count(*) FROM runs")[0][0] == 1
+
+    notes = tmp_path / "notes.json"
+    notes.write_text("my notes\n")
+    (tmp_path / "r.json.tmp").write_text("mine too\n")
+    argv, _ = _argv_on_copy(done, tmp_path, notes)
+    assert main(argv) == 2
+    assert "is not an earlier results file" in capsys.readouterr().err
+    assert notes.read_text() == "my notes\n"
+
+    (tmp_path / "folder").mkdir()
+    argv, _ = _argv_on_copy(done, tmp_path, tmp_path / "folder")
+    assert main(argv) == 2 and "is a folder" in capsys.readouterr().err
+
+    results = tmp_path / "r.json"  # new, then again: an earlier results file is replaced
+    argv, _ = _argv_on_copy(done, tmp_path, results)
+    assert main(argv) == 0 and main(argv) == 0
+    assert len(json.loads(results.read_text())["results"]) == 10
+    assert (tmp_path / "r.json.tmp").read_text() == "mine too\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "copy.duckdb",
+        "folder",
+        "notes.json",
+        "r.json",
+        "r.json.tmp",
+    ]
+
+
 def test_cli_writes_json_and_store_rows(done, capsys):
     assert done["rc"] == 0
     data = json.loads(done["json"].read_text())

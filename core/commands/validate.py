@@ -30,6 +30,7 @@ def run(args, store) -> int:
     from core.effects import effects, format_effects
     from core.jobs import CancelToken
     from core.validate import (
+        check_results_path,
         check_spec,
         format_summary,
         load_results,
@@ -44,6 +45,8 @@ def run(args, store) -> int:
         return _sweep(store, opts)
     spec = make_spec(opts)
     check_spec(store, spec)
+    if args.json:
+        check_results_path(store, args.json)
     cancel = CancelToken().install()
     print(f"validation {spec.validation_id}: {len(spec.arms())} arms", file=sys.stderr)
     outcome = run_validation(store, spec, cancel=cancel, on_event=_print_event)
