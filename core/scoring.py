@@ -167,12 +167,15 @@ def config_key(fingerprint: str, model_hash: str | None, settings: dict) -> str:
 
 
 def claim_run(store: Store, spec: RunSpec, limit: int | None) -> tuple[str, str, int]:
-    """Find the run of SPEC (reuse or resume it) or create one: (run_id, status, last row)."""
+    """Find the run of SPEC (reuse or resume it) or create one: (run_id, status, last row).
+
+    Only a run of the same dataset NAME is reused: another dataset with the same content has
+    runs of its own (they show under its name, and outlive the other's deletion)."""
     with store.transaction() as con:
         rows = con.execute(
-            "SELECT run_id, status, last_row_idx FROM runs WHERE config_key = ? "
+            "SELECT run_id, status, last_row_idx FROM runs WHERE config_key = ? AND dataset = ? "
             "ORDER BY created_at DESC LIMIT 1",
-            [spec.key],
+            [spec.key, spec.info.name],
         ).fetchall()
         if rows:
             run_id, status, last_row = rows[0]

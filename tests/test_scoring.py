@@ -71,6 +71,25 @@ def test_same_configuration_reuses_the_finished_run(store, tmp_path, tiny_model_
     assert len(_scores(store, other.run_id)) == 3
 
 
+def test_a_dataset_with_the_same_content_gets_runs_of_its_own(store, tmp_path):
+    """A run of 'docs' is not reused for 'copy' (same file, another name): it would show under
+    'docs', and outlive neither's deletion."""
+    from core.datasets import drop_dataset
+
+    _ingest(store, tmp_path, 5)
+    _ingest(store, tmp_path, 5, name="copy")
+    opts = ScoreOptions(model="none")
+    first = score_dataset(store, "docs", opts)
+    copy = score_dataset(store, "copy", opts)
+    assert not copy.reused and copy.run_id != first.run_id
+    assert get_run(store, copy.run_id)["dataset"] == "copy"
+    assert set(_scores(store, copy.run_id)) == set(_scores(store, first.run_id))
+    drop_dataset(store, "docs")
+    again = score_dataset(store, "copy", opts)
+    assert again.reused and again.run_id == copy.run_id
+    assert list(list_runs(store, "copy")["run_id"]) == [copy.run_id]
+
+
 def _cli(db: Path, *args: str, **kw) -> subprocess.Popen:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     return subprocess.Popen(
