@@ -490,11 +490,15 @@ def load_sample(store: Store, run_id: str, sample_id: str) -> dict:
             "SELECT * EXCLUDE (run_id, sample_id) FROM scores WHERE run_id = ? AND sample_id = ?",
             [run_id, sample_id],
         ).df()
-        meta = con.execute(
-            f"SELECT * EXCLUDE ({quote_ident(META_KEY)}) FROM {quote_ident(ctx.meta_table)} "
-            f"WHERE {quote_ident(META_KEY)} = ?",
-            [sample_id],
-        ).df()
+        meta = (  # a dataset of texts alone has no metadata column to select
+            con.execute(
+                f"SELECT {', '.join(map(quote_ident, ctx.meta_columns))} "
+                f"FROM {quote_ident(ctx.meta_table)} WHERE {quote_ident(META_KEY)} = ?",
+                [sample_id],
+            ).df()
+            if ctx.meta_columns
+            else []
+        )
         role = con.execute(
             "SELECT role FROM probe_samples WHERE model_hash = ? AND fingerprint = ? "
             "AND sample_id = ?",
