@@ -423,14 +423,19 @@ def finish_run(
 
 
 def list_runs(store: Store, dataset: str | None = None):
-    """Runs newest first, with live status: a 'running' run whose process is gone is 'stopped'."""
+    """Runs newest first, with live status: a 'running' run whose process is gone is 'stopped'.
+    `dataset_current`: the run's dataset still holds what it scored (not deleted or replaced
+    since), so its samples can be shown, pruned and exported."""
     df = store.query_df(
-        "SELECT run_id, dataset, model, status, n_done, n_total, tokens_per_s, seconds, device, "
-        "dtype, settings, model_hash, pid, pid_start, error, created_at, started_at, finished_at, "
-        "CASE WHEN bytes_done > 0 AND bytes_total > bytes_done "
-        "THEN seconds * (bytes_total - bytes_done) / bytes_done END AS eta_s FROM runs "
-        + ("WHERE dataset = ? " if dataset else "")
-        + "ORDER BY created_at DESC",
+        "SELECT r.run_id, r.dataset, r.model, r.status, r.n_done, r.n_total, r.tokens_per_s, "
+        "r.seconds, r.device, r.dtype, r.settings, r.model_hash, r.pid, r.pid_start, r.error, "
+        "r.created_at, r.started_at, r.finished_at, "
+        "CASE WHEN r.bytes_done > 0 AND r.bytes_total > r.bytes_done "
+        "THEN r.seconds * (r.bytes_total - r.bytes_done) / r.bytes_done END AS eta_s, "
+        "coalesce(d.fingerprint = r.fingerprint, false) AS dataset_current "
+        "FROM runs r LEFT JOIN datasets d ON d.name = r.dataset "
+        + ("WHERE r.dataset = ? " if dataset else "")
+        + "ORDER BY r.created_at DESC",
         [dataset] if dataset else [],
     )
     jobs.with_live_status(df, jobs.RUNS)

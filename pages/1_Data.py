@@ -50,7 +50,11 @@ if not df.empty:
     st.text(sample_page(store, name, None, 1, 0, sample_id=chosen)[0]["text"].iloc[0])
 
 with st.expander("Delete this dataset"):
-    st.warning("Removes its samples from the store. Scoring runs stay but can no longer export.")
+    st.warning(
+        "Removes its samples from the store. Its scoring runs stay in the store but are no "
+        "longer listed on Explore, Prune & Export, Compare and Validate (they hold scores, not "
+        "texts); ingesting the same content under this name again brings them back."
+    )
     if st.button(f"Delete '{name}'", type="secondary"):
         try:
             drop_dataset(store, name)

@@ -172,3 +172,45 @@ def test_compare_tables_show_missing_values_as_a_dash(ui_store):
     at = open_page("5_Compare.py")
     tables = at.dataframe
     assert tables and all(d.proto.placeholder == "—" for d in tables)
+
+
+@pytest.mark.parametrize(
+    "page", ["3_Explore.py", "4_Prune_and_Export.py", "5_Compare.py", "6_Validate.py"]
+)
+def test_runs_of_a_deleted_dataset_are_not_offered(ui_store, tmp_path, page):
+    """The newest run's dataset deleted: the pages open on a run they can show (no traceback),
+    say why one is missing, and the run is back once the same content is ingested again."""
+    from core.datasets import drop_dataset
+
+    kept = score_dataset(ui_store, "docs", ScoreOptions(model="none")).run_id
+    rows = [{"text": f"other words {i}"} for i in range(20)]
+    ingest_rows(ui_store, tmp_path, rows, name="gone")
+    orphan = score_dataset(ui_store, "gone", ScoreOptions(model="none")).run_id
+    drop_dataset(ui_store, "gone")
+    at = open_page(page)
+    assert not at.exception and not at.error
+    picker = at.selectbox(key=page_run_key(page))
+    assert picker.value == kept and not [o for o in picker.options if orphan in o]
+    assert any("1 run(s) not listed" in c.value and "gone" in c.value for c in at.caption)
+
+    ingest_rows(ui_store, tmp_path, rows, name="gone")
+    at = open_page(page)
+    assert [o for o in at.selectbox(key=page_run_key(page)).options if orphan in o]
+
+
+def page_run_key(page: str) -> str:
+    return {
+        "3_Explore.py": "explore_run",
+        "4_Prune_and_Export.py": "prune_run",
+        "5_Compare.py": "compare_run",
+        "6_Validate.py": "validate_run",
+    }[page]
+
+
+def test_explore_opens_a_sample_of_a_dataset_of_texts_alone(ui_store):
+    """No metadata column at all (a JSONL of texts): the open sample's metadata query selected
+    nothing, and DuckDB refused it ("SELECT list is empty"), a traceback on the page."""
+    run_id = score_dataset(ui_store, "docs", ScoreOptions(model="none")).run_id
+    at = open_page("3_Explore.py")
+    assert at.selectbox(key="explore_run").value == run_id and not at.error
+    assert any(s.value.startswith("Sample ") for s in at.subheader)

@@ -174,6 +174,13 @@ def pick_run(store: Store, dataset: str | None = None, key: str = "run", done_on
     runs = list_runs(store, dataset)
     if done_only:
         runs = runs[runs["status"] == "done"]
+    stale = runs[~runs["dataset_current"].astype(bool)]
+    runs = runs[runs["dataset_current"].astype(bool)]
+    if len(stale):
+        st.caption(
+            f"{len(stale)} run(s) not listed: their dataset was deleted or replaced since "
+            f"({', '.join(sorted(set(stale['dataset'])))}) — score it again on the Score page."
+        )
     if runs.empty:
         st.info("No finished scoring run yet — start one on the Score page.")
         return None
