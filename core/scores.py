@@ -158,6 +158,13 @@ def score_names() -> list[str]:
     return stored_score_names() + [weighted_name(0.5)]
 
 
+def default_score(available: list[str]) -> str:
+    """The score a page starts from among AVAILABLE: the first in `score_names` order, which puts
+    the paper's bits per token first and, in a run without a model, word entropy (the model-free
+    part of its score) before compression and the duplicate counts."""
+    return next((n for n in score_names() if n in available), available[0])
+
+
 def weighted_name(alpha: float) -> str:
     """The score name of the weighted mix for ALPHA (what a UI slider turns into)."""
     if not 0 <= alpha <= 1:

@@ -28,7 +28,7 @@ from core.explore import (
     load_summary,
 )
 from core.groups import GroupBy, load_groups
-from core.scores import ENGINE, SCORES, stored_score_names
+from core.scores import ENGINE, SCORES, default_score, stored_score_names
 from core.scoring import get_run, run_score_columns
 from core.store import Store
 from ui.charts import (
@@ -56,6 +56,15 @@ OPEN = "explore_open"  # the sample id shown under "One sample"
 SCATTER_SHOWN = "explore_scatter_shown"  # the scatter's section is open
 HIST_DRAWN = "explore_hist_drawn"  # score -> how many selections its histogram has had
 ANY = "(any)"
+RANGE_PROBLEM = "explore_range_problem"  # why the typed range was not applied
+DUPLICATES_ONLY = ScoreRange("near_dup_count", 1.0, None)  # the "Only samples with a duplicate" box
+# Choices among one run's scores, reset when another run is picked (its scores differ).
+RUN_CHOICES = (
+    "explore_histograms",
+    "explore_rank_by",
+    "explore_range_score",
+    "explore_summary_score",
+)
 
 
 # Charts are cached whole and shared by every session (st.cache_resource: not copied, never
@@ -142,6 +151,7 @@ def set_range(new: ScoreRange | None, score: str) -> None:
 def show_range_inputs() -> None:
     """The range inputs show the range of the score they are set to."""
     r = ranges().get(st.session_state.get("explore_range_score"))
+    st.session_state.pop(RANGE_PROBLEM, None)
     st.session_state["explore_min"] = None if r is None else r.low
     st.session_state["explore_max"] = None if r is None else r.high
 
@@ -149,6 +159,12 @@ def show_range_inputs() -> None:
 def on_range_input() -> None:
     score = st.session_state["explore_range_score"]
     low, high = st.session_state.get("explore_min"), st.session_state.get("explore_max")
+    if low is not None and high is not None and low > high:  # kept off the filters, said why
+        st.session_state[RANGE_PROBLEM] = (
+            f"“at least” ({low:g}) is above “at most” ({high:g}) — swap them to filter {score}."
+        )
+        return
+    st.session_state.pop(RANGE_PROBLEM, None)
     set_range(None if low is None and high is None else ScoreRange(score, low, high), score)
 
 
@@ -196,10 +212,10 @@ def on_row_select(key: str, ids: tuple[str, ...]) -> None:
 
 def toggle_duplicates_only() -> None:
     """Only samples with a duplicate: a range filter on near_dup_count (shown as its chip)."""
-    if "near_dup_count" in ranges():
+    if ranges().get("near_dup_count") == DUPLICATES_ONLY:
         set_range(None, "near_dup_count")
     else:
-        set_range(ScoreRange("near_dup_count", 1.0, None), "near_dup_count")
+        set_range(DUPLICATES_ONLY, "near_dup_count")
 
 
 def to_first_page() -> None:
@@ -366,9 +382,11 @@ try:
     if not columns:
         st.info("This run holds no scores yet.")
         st.stop()
-    if st.session_state.get("explore_ranges_run") != run_id:  # ranges are one run's
+    if st.session_state.get("explore_ranges_run") != run_id:  # ranges and choices are one run's
         st.session_state["explore_ranges_run"] = run_id
         ranges().clear()
+        for choice in RUN_CHOICES:  # back to the new run's defaults
+            st.session_state.pop(choice, None)
         show_range_inputs()
     for score in [s for s in ranges() if s not in columns]:
         ranges().pop(score)
@@ -377,7 +395,7 @@ try:
     )
     facts = load_run_facts(store, run_id)
     meta_names, probes = facts.meta_columns, facts.probes
-    y = "bits_per_token" if "bits_per_token" in columns else columns[-1]
+    y = default_score(columns)
     x = "n_tokens" if "n_tokens" in columns else "n_bytes"
 
     g1, g2, g3 = st.columns([1, 2, 1])
@@ -434,11 +452,14 @@ try:
         )
         s2.number_input("at least", value=None, key="explore_min", on_change=on_range_input)
         s3.number_input("at most", value=None, key="explore_max", on_change=on_range_input)
+        if RANGE_PROBLEM in st.session_state:
+            st.error(st.session_state[RANGE_PROBLEM])
         if "near_dup_count" in columns:
+            only_duplicates = ranges().get("near_dup_count") == DUPLICATES_ONLY
             st.checkbox(
                 "Only samples with a duplicate (exact or near)",
-                value="near_dup_count" in ranges(),
-                key=f"explore_only_dups_{'near_dup_count' in ranges()}",
+                value=only_duplicates,
+                key=f"explore_only_dups_{only_duplicates}",
                 on_change=toggle_duplicates_only,
                 help="Samples whose near_dup_count is at least 1: those in a duplicate cluster.",
             )

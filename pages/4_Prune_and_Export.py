@@ -20,7 +20,13 @@ from core.groups import group_kept_curve, group_table, load_groups, with_groups
 from core.prune import prune_preview
 from core.rule_names import RULES
 from core.rules import Rule, parse_group_ratio
-from core.scores import WEIGHTED_PREFIX, score_columns, score_names, weighted_name
+from core.scores import (
+    WEIGHTED_PREFIX,
+    default_score,
+    score_columns,
+    score_names,
+    weighted_name,
+)
 from core.scoring import get_run, run_score_columns
 from core.store import Store
 from ui.charts import cut_histogram_chart, group_share_chart, kept_curve_chart
@@ -369,9 +375,7 @@ try:
     if st.session_state.get("prune_score_run") != run_id or (
         st.session_state.get("prune_score") not in options
     ):  # another run: start from its default score, and from its own range of thresholds
-        st.session_state["prune_score"] = (
-            "bits_per_token" if "bits_per_token" in options else options[0]
-        )
+        st.session_state["prune_score"] = default_score(options)
         st.session_state["prune_score_run"] = run_id
         for stale in [k for k in st.session_state if str(k).startswith("threshold_")]:
             del st.session_state[stale]

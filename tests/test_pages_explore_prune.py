@@ -258,3 +258,48 @@ def test_samples_that_trained_the_probe_are_marked_and_can_be_hidden(page_store)
     at.checkbox(key="explore_hide_probe").check().run()
     assert list(at.dataframe[1].value["sample_id"][:2]) == ["s02", "s03"]
     assert matching(at) == "18 samples match the filters"
+
+
+def test_explore_starts_each_run_from_its_own_scores(page_store):
+    """A model-free run ranks by word entropy (not the last column, a duplicate count), and a
+    choice made on one run does not follow to another whose scores differ."""
+    from core.scoring import ScoreOptions, score_dataset
+
+    model_run = page_store.query("SELECT run_id FROM runs")[0][0]
+    free_run = score_dataset(page_store, "docs", ScoreOptions(model="none")).run_id
+    at = open_page("3_Explore.py")
+    assert at.selectbox(key="explore_run").value == free_run
+    assert at.selectbox(key="explore_rank_by").value == "word_entropy"
+    assert at.selectbox(key="explore_range_score").value == "word_entropy"
+    assert at.multiselect(key="explore_histograms").value[0] == "word_entropy"
+
+    at.selectbox(key="explore_rank_by").set_value("near_dup_count").run()
+    at.selectbox(key="explore_run").set_value(model_run).run()
+    assert not at.exception
+    assert at.selectbox(key="explore_rank_by").value == "bits_per_token"
+    assert at.multiselect(key="explore_histograms").value[0] == "bits_per_token"
+
+
+def test_a_reversed_score_range_is_refused_and_the_duplicates_box_means_one_or_more(page_store):
+    from core.scoring import ScoreOptions, score_dataset
+
+    score_dataset(page_store, "docs", ScoreOptions(model="none"))
+    at = open_page("3_Explore.py")
+    at.selectbox(key="explore_range_score").set_value("n_bytes").run()
+    at.number_input(key="explore_max").set_value(40.0).run()
+    before = dict(at.session_state["explore_ranges"])
+    at.number_input(key="explore_min").set_value(100.0).run()
+    assert not at.exception and "swap them" in at.error[0].value
+    assert at.session_state["explore_ranges"] == before  # the range before it still applies
+    at.number_input(key="explore_min").set_value(10.0).run()
+    assert not at.error
+    assert at.session_state["explore_ranges"]["n_bytes"] == ScoreRange("n_bytes", 10.0, 40.0)
+
+    at.session_state["explore_ranges"] = {"near_dup_count": ScoreRange("near_dup_count", 0.0, 0.0)}
+    at.run()
+    box = next(c for c in at.checkbox if c.label.startswith("Only samples with a duplicate"))
+    assert box.value is False  # "no duplicate at all" is not "only samples with a duplicate"
+    box.check().run()
+    assert at.session_state["explore_ranges"]["near_dup_count"] == ScoreRange(
+        "near_dup_count", 1.0, None
+    )
