@@ -25,18 +25,23 @@ def resolve_device(name: str) -> str:
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
             raise InputError(
-                f"device {name} requested but torch sees no CUDA GPU — pass --device cpu"
+                f"device {name} requested but torch sees no CUDA GPU — pass --device cpu",
+                ui="This machine has no CUDA GPU that torch can use — choose Device cpu or auto.",
             )
         if name == "cuda":
             return f"cuda:{torch.cuda.current_device()}"
         index = name.removeprefix("cuda:")
         if not index.isdigit() or int(index) >= torch.cuda.device_count():
             raise InputError(
-                f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s)"
+                f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s)",
+                ui=f"This machine has {torch.cuda.device_count()} GPU(s) — choose Device cuda.",
             )
         return name
     if name == "mps" and not torch.backends.mps.is_available():
-        raise InputError("device mps requested but it is not available — pass --device cpu")
+        raise InputError(
+            "device mps requested but it is not available — pass --device cpu",
+            ui="This machine has no Apple GPU (mps) — choose Device cpu or auto.",
+        )
     if name not in ("cpu", "mps"):
         raise InputError(
             f"unknown device {name!r} — pass --device {', '.join(DEVICES[:-1])} or {DEVICES[-1]}"
@@ -68,7 +73,10 @@ def resolve_dtype(name: str, device: str) -> str:
     if name not in DTYPES:
         raise InputError(f"unknown dtype {name!r} — pass --dtype {', '.join(DTYPE_CHOICES)}")
     if device == "mps" and name == "bfloat16":
-        raise InputError("mps supports float32 and float16 only — pass --dtype float16")
+        raise InputError(
+            "mps supports float32 and float16 only — pass --dtype float16",
+            ui="An Apple GPU (mps) computes in float32 or float16 only — choose Precision float16.",
+        )
     return name
 
 

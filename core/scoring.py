@@ -487,11 +487,14 @@ def run_score_columns(store: Store, run_id: str) -> list[str]:
 def start_score_job(store: Store, dataset: str, opts: ScoreOptions) -> str:
     """Start `infoprune score` in the background (the UI's Start button), once what can be checked
     without loading anything is right: the options, the dataset, a local model's files."""
+    from core.devices import resolve_device_and_dtype
     from core.models import check_model
 
     validate_options(opts)
     get_dataset(store, dataset)
     if not opts.model_free:
+        if opts.device not in ("auto", "cpu"):  # a GPU this machine lacks: said now, not by the job
+            resolve_device_and_dtype(opts.device, opts.dtype)
         check_model(opts.model, opts.allow_pickle, opts.trust_remote_code)
     argv = ["score", "--dataset", dataset, *opts.argv()]
     return jobs.start_job(store, "score", argv, ref=dataset)

@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.errors import InputError
-from core.jobs import job_error, live_jobs
+from core.jobs import get_job, job_error, live_jobs
 from core.models import configured_max_positions
 from core.probe import cancel_probe, list_probes, probe_curve, start_probe_job
 from core.scoring import (
@@ -155,8 +155,21 @@ def model_choices() -> dict[str, str]:
 def _duration(seconds) -> str:
     if seconds is None or pd.isna(seconds):
         return ""
-    seconds = int(seconds)
+    if seconds < 1:
+        return "< 1 s"  # not 0:00:00, which reads as nothing done
+    seconds = round(seconds)
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def latest_jobs(dataset: str | None) -> list[str]:
+    """The last job this session started on DATASET (or on each, for None): an error is shown
+    until a later job on the same dataset replaces it, and only on its dataset's page."""
+    latest: dict[str, str] = {}
+    for job_id in st.session_state.get("score_jobs", []):
+        ref = get_job(store, job_id)["ref"]
+        if dataset is None or ref == dataset:
+            latest[ref] = job_id
+    return list(latest.values())
 
 
 def _when(stamp) -> str | None:
@@ -174,7 +187,7 @@ LIVE_RUNS_EVERY_S = 5
 def live_runs(dataset: str | None) -> None:
     """Refreshes itself every few seconds: what each job is doing, progress, speed, ETA, cancel,
     the runs that finished, resume."""
-    for job_id in st.session_state.get("score_jobs", []):
+    for job_id in latest_jobs(dataset):
         err = job_error(store, job_id)
         if err:
             st.error(f"Job `{job_id}` stopped — {err}")
@@ -245,7 +258,7 @@ def finished_notice(runs: pd.DataFrame, active: pd.DataFrame) -> None:
     if done.empty:
         return
     run = done.iloc[0]  # newest first
-    took = "" if pd.isna(run.seconds) else f" in {_duration(max(run.seconds, 1))}"
+    took = "" if pd.isna(run.seconds) else f" in {_duration(run.seconds)}"
     st.success(
         f"Run `{run.run_id}` finished at {_when(run.finished_at) or 'just now'}: "
         f"{fmt_int(run.n_done or 0)} samples scored{took}.",

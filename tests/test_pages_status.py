@@ -60,6 +60,18 @@ def test_the_model_path_field_shows_only_for_another_model_and_is_checked_first(
     assert n_jobs(ui_store) == 0  # refused at once, before any job
 
 
+@pytest.mark.skipif(
+    __import__("torch").cuda.is_available(), reason="a machine with a CUDA GPU can start it"
+)
+def test_a_device_this_machine_lacks_is_refused_before_the_job(ui_store):
+    at = open_page("2_Score.py")
+    at.selectbox(key="score_device").set_value("cuda").run()
+    at.button(key="score_start").click().run()
+    assert "no CUDA GPU" in at.error[0].value and "choose Device cpu or auto" in at.error[0].value
+    assert "--device" not in at.error[0].value and not at.success
+    assert n_jobs(ui_store) == 0  # said at once, not 25 s later by the job
+
+
 def test_a_job_says_what_it_does_before_its_first_batch(ui_store):
     me = processes.current()  # a live process stands in for the job's
     with ui_store.transaction() as con:
@@ -214,3 +226,35 @@ def test_explore_opens_a_sample_of_a_dataset_of_texts_alone(ui_store):
     at = open_page("3_Explore.py")
     assert at.selectbox(key="explore_run").value == run_id and not at.error
     assert any(s.value.startswith("Sample ") for s in at.subheader)
+
+
+def test_a_job_error_shows_on_its_dataset_until_a_later_job_replaces_it(ui_store, tmp_path):
+    ingest_rows(ui_store, tmp_path, [{"text": f"other {i}"} for i in range(5)], name="other")
+
+    def add_job(job_id: str, ref: str, message: str | None) -> str:
+        with ui_store.transaction() as con:
+            con.execute(
+                "INSERT INTO jobs (job_id, kind, ref, argv, status, message, log_path, "
+                "created_at) VALUES (?, 'score', ?, '[]', 'failed', ?, NULL, now())",
+                [job_id, ref, message],
+            )
+        return job_id
+
+    at = AppTest.from_file(str(ROOT / "pages" / "2_Score.py"), default_timeout=60)
+    at.session_state["score_jobs"] = [
+        add_job("score-1", "docs", "error: first try failed"),
+        add_job("score-2", "other", "error: other failed"),
+    ]
+    at.session_state["score_dataset"] = "docs"
+    at.run()
+    assert [e.value for e in at.error] == ["Job `score-1` stopped — error: first try failed"]
+    at.session_state["score_jobs"] += [add_job("score-3", "docs", None)]  # a later job, fine
+    at.run()
+    assert not at.exception and not at.error
+
+
+def test_a_run_under_a_second_reads_the_same_everywhere(ui_store):
+    score_dataset(ui_store, "docs", ScoreOptions(model="none"))
+    at = open_page("2_Score.py")
+    runs = next(d.value for d in at.dataframe if "duration" in d.value.columns)
+    assert list(runs["duration"]) == ["< 1 s"]
