@@ -830,6 +830,8 @@ def resume_validation_job(store: Store, validation_id: str) -> str:
     rows = store.query("SELECT settings FROM validations WHERE validation_id = ?", [validation_id])
     if not rows:
         raise InputError(f"unknown validation '{validation_id}'")
+    if jobs.is_live(store, jobs.VALIDATIONS, validation_id):  # a second click, another tab
+        raise InputError(f"validation {validation_id} is already running — watch it below")
     start_job(store, "validate", json.loads(rows[0][0])["argv"], ref=validation_id)
     return validation_id
 

@@ -358,9 +358,13 @@ def live(run_id: str, active: bool) -> None:
         st.error(f"This validation failed: {row['error']}")
     resumable = row["status"] in ("stopped", "cancelled", "failed")
     if resumable and st.button("Resume", key=f"resume_{vid}", help="finished arms are kept"):
-        resume_validation_job(store, vid)
-        st.toast(f"Resuming {vid}")
-        st.rerun()  # the whole page: its sections now refresh at a running job's pace
+        try:
+            resume_validation_job(store, vid)
+        except InputError as exc:  # e.g. its run's dataset changed, or it runs already
+            show_error(exc)
+        else:
+            st.toast(f"Resuming {vid}")
+            st.rerun()  # the whole page: its sections now refresh at a running job's pace
     results = load_results(store, vid)
     if results.empty:
         st.caption("No arm finished yet.")

@@ -688,6 +688,8 @@ def test_a_running_validation_is_not_started_twice(done):
             )
         with pytest.raises(InputError, match="already running"):
             validate.start_validation_job(store, spec)
+        with pytest.raises(InputError, match="already running"):  # nor resumed while it runs
+            validate.resume_validation_job(store, spec.validation_id)
         with pytest.raises(InputError, match=f"already running in process {holder.pid}"):
             validate.run_validation(store, spec)
     finally:
