@@ -65,8 +65,14 @@ def score_range(db: str, run: str, score: str) -> tuple[float, float]:
 
 
 def percent_slider(label: str, key: str, default: float) -> float:
-    """A 0–100 % slider; returns the ratio as the decimal the slider shows (12.5 % -> 0.125)."""
-    pct = st.slider(label, 0.0, 100.0, default, 0.5, format="%.1f%%", key=key)
+    """A 0–100 % slider; returns the ratio as the decimal the slider shows (12.5 % -> 0.125).
+
+    Its value outlives runs in which it is not drawn (Streamlit forgets the state of a widget a
+    run leaves out): prune-low at 20 %, then prune-high, then keep-middle starts from 20 %."""
+    remembered = f"{key}_remembered"
+    value = st.session_state.get(remembered, default)
+    pct = st.slider(label, 0.0, 100.0, value, 0.5, format="%.1f%%", key=key)
+    st.session_state[remembered] = pct
     return round(pct / 100, 6)
 
 
@@ -295,6 +301,7 @@ def cut_and_export() -> None:
                 args=["export_out"],
             )
         overwrite = st.checkbox("Replace it if it exists", key="export_overwrite")
+        settings = (run_id, score, repr(rule), fmt, part, with_scores, out.strip())
         if st.button("Export", type="primary", key="export_button"):
             with st.spinner("Exporting…"):
                 result = export_subset(
@@ -310,9 +317,19 @@ def cut_and_export() -> None:
                     group_by=group_by,  # the manifest records what each group kept
                 )
             written = [result] + ([result.pair] if result.pair else [])
-            st.session_state["last_export"] = ([(r.what(), str(r.path)) for r in written], fmt)
-        if "last_export" in st.session_state:
-            written, last_fmt = st.session_state["last_export"]
+            st.session_state["last_export"] = (
+                [(r.what(), str(r.path)) for r in written],
+                fmt,
+                settings,
+            )
+        last = st.session_state.get("last_export")
+        if last is not None and last[2] != settings:  # the notice is of other settings
+            st.caption(
+                f"Last export: `{last[0][0][1]}`, with other settings than these. "
+                "Export again to write what the page shows now."
+            )
+        elif last is not None:
+            written, last_fmt, _ = last
             lines = [
                 f"{'and' if i else 'exported'} {w} to `{p}`" for i, (w, p) in enumerate(written)
             ]

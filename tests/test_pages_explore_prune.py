@@ -57,6 +57,16 @@ def test_moving_the_slider_updates_counts_shares_and_borderline(page_store):
     assert set(at.dataframe[1].value["sample_id"]) <= {f"s{i:02d}" for i in range(5)}
 
 
+def test_a_ratio_outlives_a_rule_that_hides_its_slider(page_store):
+    at = open_page("4_Prune_and_Export.py")
+    at.slider(key="ratio_low").set_value(20.0).run()
+    at.radio(key="prune_rule").set_value("prune-high").run()
+    at.radio(key="prune_rule").set_value("keep-middle").run()
+    assert not at.exception
+    assert at.slider(key="ratio_low").value == 20.0 and at.slider(key="ratio_high").value == 10.0
+    assert metric(at, "Pruned samples") == "6"  # 4 low + 2 high
+
+
 def test_keep_middle_and_threshold_rules(page_store):
     at = open_page("4_Prune_and_Export.py")
     at.radio(key="prune_rule").set_value("keep-middle").run()
@@ -83,6 +93,12 @@ def test_export_button_writes_the_kept_rows(page_store, tmp_path):
     assert table.column("sample_id").to_pylist() == [f"s{i:02d}" for i in range(6, N)]
     assert "exported 14 kept samples" in at.success[0].value
     assert out.with_name("kept.parquet.manifest.json").exists()
+
+    at.slider(key="ratio_low").set_value(40.0).run()  # the notice no longer says what is shown
+    assert not at.success and not [b for b in at.get("download_button")]
+    assert any("Last export" in c for c in captions(at))
+    at.slider(key="ratio_low").set_value(30.0).run()
+    assert "exported 14 kept samples" in at.success[0].value
 
 
 def captions(at: AppTest) -> list[str]:
