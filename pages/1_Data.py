@@ -14,8 +14,9 @@ require_access()  # first: see ui/common.py
 
 st.title("Data")
 store = get_store()
+banner = st.container()  # always there: the expander below keeps its place, and stays open
 if DONE_KEY in st.session_state:
-    st.success(st.session_state.pop(DONE_KEY))
+    banner.success(st.session_state.pop(DONE_KEY))
 with st.expander("Add a dataset", expanded=not dataset_names(store), icon=":material/add:"):
     ingest_section(store)
 st.subheader("Datasets in this workspace")
