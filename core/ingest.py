@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 from core.errors import InputError
 from core.jobs import check_dataset_free
 from core.scratch import scratch_dir
-from core.sources import RetryWithRepair, Source, detect, is_hub_id
+from core.sources import RetryWithRepair, Source, check_distinct_columns, detect, is_hub_id
 from core.store import Store, quote_ident
 
 TEXT_CANDIDATES = (
@@ -46,7 +46,7 @@ ID_CANDIDATES = ("id", "sample_id", "doc_id", "document_id", "uuid", "_id")
 META_KEY = "__sample_id"
 # Caps what DuckDB caches while writing an ingest, so peak memory does not grow with the source.
 INGEST_MEMORY_LIMIT = "256MB"
-_NAME = re.compile(r"^[\w][\w.\-]{0,127}$")
+_NAME = re.compile(r"\w[\w.\-]{0,127}")  # fullmatch: `$` would let a final newline through
 
 
 @dataclass
@@ -70,7 +70,7 @@ class IngestReport:
 
 
 def check_dataset_name(name: str) -> str:
-    if not name or not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise InputError(
             f"dataset name {name!r} is not valid — use letters, digits, '_', '-', '.' (max 128)"
         )
@@ -91,7 +91,7 @@ def choose_text_column(columns: list[str], requested: str | None) -> str:
             return lowered[cand]
     raise InputError(
         f"no text column found; columns are: {', '.join(columns)} — pass --text-column NAME",
-        ui=f"No text column found among {', '.join(columns)} — choose the text column below.",
+        ui=f"No text column found among {', '.join(columns)} — choose the text column above.",
     )
 
 
@@ -141,6 +141,7 @@ def preview_source(
     if first is None:
         raise InputError(f"{source_name or source} holds no rows — nothing to ingest")
     columns = first.schema.names
+    check_distinct_columns(source_name or source, columns)
     try:
         text_column = choose_text_column(columns, None)
     except InputError:
@@ -158,7 +159,7 @@ def default_dataset_name(source: str) -> str:
         if base.lower().endswith(ext):
             base = base[: -len(ext)]
     name = re.sub(r"[^\w.\-]+", "-", base).strip("-.")[:128]
-    return name if _NAME.match(name) else "dataset"
+    return name if _NAME.fullmatch(name) else "dataset"
 
 
 def ingest_dataset(
@@ -323,6 +324,8 @@ def _ingest_once(
     source_name: str | None,
 ):
     columns, text_col, batches, first = _open_batches(src, text_column)
+    # DuckDB readers refuse clashing names themselves; this is for folders and `datasets`.
+    check_distinct_columns(source_name or src.location, columns)
     reserved = next((c for c in columns if c.lower() == META_KEY), None)
     if reserved is not None:
         # The meta table's key: stored beside it, every export of the dataset would fail.
@@ -417,7 +420,7 @@ def _check_unique_ids(con, name: str, id_column: str) -> None:
             f"id column '{id_column}' is not unique (repeated: {shown}) — "
             "pick a unique --id-column or drop it to use row positions",
             ui=f"Id column '{id_column}' is not unique (repeated: {shown}) — choose a unique "
-            "id column below, or row position.",
+            "id column above, or row position.",
         )
 
 
@@ -489,7 +492,7 @@ def _text_array(col: pa.ChunkedArray | pa.Array, text_col: str, src: Source) -> 
         return pa.nulls(len(col), pa.large_string())
     raise InputError(
         f"column '{text_col}' holds {typ}, not text — pass --text-column with a text column",
-        ui=f"Column '{text_col}' holds {typ}, not text — choose a text column below.",
+        ui=f"Column '{text_col}' holds {typ}, not text — choose a text column above.",
     )
 
 

@@ -128,6 +128,42 @@ def readable_error(exc: Exception, kind: str, location: str, shown: dict[str, st
     return InputError(f"cannot read {where}: {detail}")
 
 
+def not_an_object_error(exc: Exception, location: str, shown: dict[str, str]) -> InputError | None:
+    """DuckDB's error for a record that is not a JSON object, read as records, as one line that
+    names the file and line; None for any other error. SHOWN is as for `readable_error`."""
+    text = str(exc)
+    named = next((p for p in sorted(shown, key=len, reverse=True) if f'"{p}"' in text), None)
+    m = re.search(r"in (line|record/value) (\d+): Expected OBJECT, but got", text)
+    if m is None:
+        return None
+    where = shown[named] if named else location
+    line = _nth_record_line(named, int(m[2])) if named and m[1] == "line" else None
+    if line is None:
+        return InputError(
+            f"{where}: record {m[2]} is not a JSON object (each record must be one) — fix or "
+            "remove it"
+        )
+    return InputError(
+        f"{where} line {line} is not a JSON object (each JSONL line must be one) — fix or "
+        "remove that line"
+    )
+
+
+def _nth_record_line(path: str, record: int) -> int | None:
+    """The 1-based line of PATH's RECORD-th non-blank line (DuckDB counts records, not lines)."""
+    n = 0
+    try:
+        with open_raw(Path(path)) as raw:
+            for lineno, line in enumerate(raw, 1):
+                if line.strip():
+                    n += 1
+                    if n == record:
+                        return lineno
+    except (OSError, EOFError):
+        return None
+    return None
+
+
 def _csv_error(scrubbed: str, kind: str, where: str, named: str | None, detail: str) -> InputError:
     """A CSV/TSV error: the line and what is wrong with it, where DuckDB (or a scan) can tell."""
     line = re.search(r"CSV Error on Line: (\d+)", scrubbed)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import csv
 import glob
+import io
 import os
 import re
 import tempfile
@@ -28,7 +30,12 @@ import pyarrow.compute as pc
 
 from core.compression import COMPRESSION, check_zstd, open_raw, strip_compression
 from core.errors import InputError, first_line
-from core.reader_errors import InvalidUtf8, check_parquet_columns, readable_error
+from core.reader_errors import (
+    InvalidUtf8,
+    check_parquet_columns,
+    not_an_object_error,
+    readable_error,
+)
 
 BATCH_ROWS = 8192
 # How long a hub id may wait for the hub to answer before ingest says it cannot be reached.
@@ -256,12 +263,14 @@ def _duckdb_source(
     repaired: dict[str, str] = {}  # repaired copy -> the file it repairs
     schema: list[tuple[str, str]] = []  # (column, DuckDB type) from describe()
 
-    def reader(columns: str = "") -> str:
+    def reader(columns: str = "", records: str = "auto") -> str:
         lst = _duckdb_list(list(repaired) or files)
         if kind == "parquet":
             return f"read_parquet({lst})"
         if kind == "json":
             extra = f", columns={columns}" if columns else ""
+            if records != "auto":
+                extra += f", records={records}"
             if opts.max_object_size is not None:
                 extra += f", maximum_object_size={int(opts.max_object_size)}"
             return f"read_json({lst}, format='auto', union_by_name=true{extra})"
@@ -285,16 +294,64 @@ def _duckdb_source(
             repaired[str(_repaired_copy(Path(p), src, scratch))] = p
         raise RetryWithRepair() from None
 
-    def describe() -> list[str]:
+    def query(sql: str) -> list[tuple]:
         con = duckdb.connect()
         try:
-            rows = con.execute(f"DESCRIBE SELECT * FROM {reader()}").fetchall()
-        except duckdb.Error as exc:
-            failed(exc)
+            return con.execute(sql).fetchall()
         finally:
             con.close()
+
+    def describe() -> list[str]:
+        try:
+            rows = query(f"DESCRIBE SELECT * FROM {reader()}")
+        except duckdb.Error as exc:
+            failed(exc)
+        names = [r[0] for r in rows]
+        check_columns(names)
         schema[:] = [(r[0], r[1]) for r in rows]
-        return [name for name, _ in schema]
+        return names
+
+    def check_columns(names: list[str]) -> None:
+        """Refuse what DuckDB's names hide: lines that are not objects, names that clash."""
+        if kind == "json" and names == ["json"]:
+            refuse_non_objects()
+        check_renamed(names)
+
+    def refuse_non_objects() -> None:
+        """read_json reads a file with any line that is not an object as one column, `json`: say
+        which line. A file of objects with just that key, or of no records at all, passes."""
+        try:
+            query(f"DESCRIBE SELECT * FROM {reader(records='true')}")
+            return
+        except duckdb.Error as exc:
+            if "non-record json" not in str(exc).lower():
+                return
+        # A column of the reader's own: only a record that is not an object can fail it.
+        probe = "{'__infoprune_probe': 'VARCHAR'}"
+        try:
+            query(f"SELECT count(__infoprune_probe) FROM {reader(probe, records='true')}")
+        except duckdb.Error as exc:
+            err = not_an_object_error(exc, location, {**{f: f for f in files}, **repaired})
+            if err is None:
+                failed(exc)
+            raise err from None
+
+    def check_renamed(names: list[str]) -> None:
+        """DuckDB renames the later of two names that differ only in case (`Text` -> `Text_1`):
+        where that may have happened, refuse if the source's own names clash."""
+        if not _maybe_renamed(names):
+            return
+        if kind == "json":
+            # Read as one struct, the same names fail instead of being renamed.
+            try:
+                query(f"DESCRIBE SELECT * FROM {reader(records='false')}")
+            except duckdb.Error as exc:
+                if m := re.search(r'Duplicate name "+(.+?)"+ in struct', str(exc)):
+                    first = next((n for n in names if _fold(n) == _fold(m[1])), m[1])
+                    raise _case_clash(location, first, m[1]) from None
+            return
+        for f in files:
+            check_distinct_columns(f, _column_names(kind, f))
 
     def select(text_column: str | None) -> tuple[str, str | None]:
         """The query, and the name of its extra column that flags non-text JSON values."""
@@ -327,6 +384,8 @@ def _duckdb_source(
         seen = 0
         try:
             for batch in _read_duckdb(sql):
+                if seen == 0 and not schema:  # read without describe(): a preview
+                    check_columns(batch.schema.names)
                 if flag is not None:
                     kinds = batch.column(flag)
                     if kinds.null_count < len(kinds):
@@ -336,7 +395,7 @@ def _duckdb_source(
                             f"column '{text_column}' holds {word} at row {seen + i}, not text — "
                             "fix that row or pass --text-column with a text column",
                             ui=f"Column '{text_column}' holds {word} at row {seen + i}, not "
-                            "text — fix that row or choose another text column below.",
+                            "text — fix that row or choose another text column above.",
                         )
                     batch = batch.drop_columns([flag])
                 seen += batch.num_rows
@@ -346,6 +405,54 @@ def _duckdb_source(
 
     src.batches, src.describe = batches, describe
     return src
+
+
+def check_distinct_columns(location: str, columns: list[str]) -> None:
+    """Refuse two column names that DuckDB, and so the store, takes for one: the later one would
+    be renamed, or read as empty."""
+    seen: dict[str, str] = {}
+    for name in columns:
+        if _fold(name) in seen:
+            raise _case_clash(location, seen[_fold(name)], name)
+        seen[_fold(name)] = name
+
+
+def _fold(name: str) -> str:
+    """NAME as DuckDB compares identifiers: ASCII letters fold, others do not ('É' != 'é')."""
+    return name.encode().lower().decode()
+
+
+def _maybe_renamed(names: list[str]) -> bool:
+    folded = {_fold(n) for n in names}
+    return any((m := re.fullmatch(r"(.+)_\d+", n)) and _fold(m[1]) in folded for n in names)
+
+
+def _case_clash(location: str, first: str, second: str) -> InputError:
+    which = (
+        f"two columns are named '{first}'"
+        if first == second
+        else f"columns '{first}' and '{second}' differ only in case"
+    )
+    return InputError(f"{location}: {which} — DuckDB cannot keep both: rename one")
+
+
+def _column_names(kind: str, path: str) -> list[str]:
+    """The names in PATH's own header (Parquet footer, CSV/TSV first row), before DuckDB's."""
+    if kind == "parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            return pq.read_schema(path).names
+        except (OSError, pa.ArrowException):
+            return []
+    try:
+        with (
+            open_raw(Path(path)) as raw,
+            io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="") as text,
+        ):
+            return next(csv.reader(text, delimiter="\t" if kind == "tsv" else ","), [])
+    except (OSError, EOFError, csv.Error):
+        return []
 
 
 class RetryWithRepair(Exception):

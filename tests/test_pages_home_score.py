@@ -88,7 +88,7 @@ def test_data_page_errors_speak_the_forms_words(ui_store, tmp_path):
     by_label(at.text_input, "Path, glob or hub id").set_value(str(path)).run()
     assert by_label(at.selectbox, "Text column").value is None
     by_label(at.button, "Ingest").click().run()
-    assert "choose the text column below" in at.error[0].value
+    assert "choose the text column above" in at.error[0].value
     assert "--" not in at.error[0].value
 
     by_label(at.text_input, "Name").set_value("old")
