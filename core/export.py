@@ -18,7 +18,8 @@ source, so a rebuild can find the store from any directory.
 What an export may write over (`check_output`, shared by the CLI and the Prune & Export page):
 a file the user named, with `overwrite`; never the store's own files or anything inside or above
 them; never a folder, except an earlier `hf` export (it holds `HF_MARKER`) replaced by an `hf`
-export with `overwrite`. It creates no folder but the default `exports/` beside the store.
+export with `overwrite`. It creates no folder but the default `exports/` beside the store. A name
+must say what it holds: no extension of another format, no `-kept`/`-pruned` of the other part.
 """
 
 from __future__ import annotations
@@ -89,31 +90,129 @@ def manifest_path_for(out: str | os.PathLike) -> Path:
 def pair_path(out: str | os.PathLike, part: str) -> Path:
     """Where the other part of a kept+pruned export goes, OUT holding PART: the part word at the
     end of the name swapped (`x-kept.parquet` <-> `x-pruned.parquet`), else the other part's word
-    added before the extension (`x.parquet` -> `x-pruned.parquet`)."""
+    added before the extension (`x.parquet` -> `x-pruned.parquet`, `x.jsonl.gz` ->
+    `x-pruned.jsonl.gz`)."""
     out = Path(out)
     other = "pruned" if part == "kept" else "kept"
-    stem, suffix = (out.stem, out.suffix) if out.suffix else (out.name, "")
-    if stem.endswith(f"-{part}"):
+    stem, ext, compression = split_name(out.name)
+    if stem.lower().endswith(f"-{part}"):
         stem = stem[: -len(part) - 1]
-    return out.with_name(f"{stem}-{other}{suffix}")
+    return out.with_name(f"{stem}-{other}{ext}{compression}")
+
+
+# What a file name's extension says it holds: a name must not say one format and hold another.
+EXTENSION_FORMATS = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".arrow": "arrow",
+    ".feather": "arrow",
+}
+FORMAT_EXTENSIONS = {"jsonl": ".jsonl", "parquet": ".parquet", "hf": ""}
+# DuckDB compresses JSONL by these endings; under the others it would write plain text.
+JSONL_COMPRESSIONS = (".gz", ".zst")
+COMPRESSIONS = (*JSONL_COMPRESSIONS, ".gzip", ".zstd", ".bz2", ".xz", ".lz4", ".zip", ".7z")
+
+
+def split_name(name: str) -> tuple[str, str, str]:
+    """NAME as (stem, extension, compression): `x-kept.jsonl.gz` -> ('x-kept', '.jsonl', '.gz'),
+    `x.data` -> ('x', '.data', ''), `folder` -> ('folder', '', '')."""
+    compression = Path(name).suffix
+    if compression.lower() not in COMPRESSIONS:
+        compression = ""
+    rest = name[: len(name) - len(compression)]
+    ext = Path(rest).suffix
+    return rest[: len(rest) - len(ext)], ext, compression
+
+
+def _check_name(out: Path, fmt: str, part: str | None, from_manifest: bool) -> None:
+    """Refuse a name whose extension, compression or part word says other than what FMT and PART
+    will write there, naming the name to use instead (or the format, unless a manifest fixes it)."""
+    stem, ext, compression = split_name(out.name)
+    own_ext = FORMAT_EXTENSIONS[fmt]
+    if compression and not (fmt == "jsonl" and compression.lower() in JSONL_COMPRESSIONS):
+        if fmt == "jsonl":
+            right = f"{stem}{ext or own_ext}.gz"
+            why = "a jsonl export is compressed only as .gz or .zst"
+        elif fmt == "hf":
+            right, why = stem, "an hf export is a folder"
+        else:
+            right, why = f"{stem}{own_ext}", f"a {fmt} export is not a {compression} file"
+        raise InputError(f"{out.name} ends in {compression} but {why} — name it {right}")
+    named = EXTENSION_FORMATS.get(ext.lower())
+    if named is not None and named != fmt:
+        right = f"{stem}{own_ext}{compression}"
+        said = "hf (a folder)" if fmt == "hf" else fmt
+        whose = "the manifest's format" if from_manifest else "the format"
+        message = f"{out.name} ends in {ext} but {whose} is {said} — name it {right}"
+        if named in FORMATS and not from_manifest:
+            raise InputError(
+                f"{message} or pick --format {named}", ui=f"{message} or choose the {named} format."
+            )
+        raise InputError(message)
+    other = {"kept": "pruned", "pruned": "kept"}.get(part)
+    if other is not None and stem.lower().endswith(f"-{other}"):
+        raise InputError(
+            f"{out.name} ends in -{other} but it will hold the {part} samples — name it "
+            f"{pair_path(out, other).name}"
+        )
+
+
+def _number_in_name(value: float) -> str:
+    """VALUE as short as it prints (0.2), in full where that would merge two values."""
+    short = f"{value:g}"
+    return short if float(short) == value else repr(float(value))
+
+
+def _is_number(word: str) -> bool:
+    try:
+        float(word)
+    except ValueError:
+        return False
+    return True
+
+
+def _overrides_tag(rule: Rule) -> str:
+    """A stratified rule's group overrides in a file name: each group and its ratio(s) while they
+    are few and plain, else a short stable hash of them, so other overrides never share a name."""
+    if not rule.group_ratios:
+        return ""
+    overrides = sorted(rule.group_ratios, key=lambda g: g.group)
+    spelled = "-".join(
+        "-".join([g.group, *(_number_in_name(v) for v in (g.low, g.high) if v is not None)])
+        for g in overrides
+    )
+    # Spelled out only where it reads one way: no word of a group's name reads as a number.
+    plain = all(
+        re.fullmatch(r"[A-Za-z0-9_.\-]+", g.group) and not any(map(_is_number, g.group.split("-")))
+        for g in overrides
+    )
+    if plain and len(overrides) <= 3 and len(spelled) <= 40:
+        return f"-overrides-{spelled}"
+    key = json.dumps([[g.group, g.low, g.high] for g in overrides])
+    return f"-overrides-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
 
 
 def default_export_name(dataset: str, score: str, rule: Rule, part: str, fmt: str) -> str:
     """The file name the app proposes: the dataset, score, rule, ratios or thresholds, stratify
-    and dedup, and part (`docs-bits_per_token-prune-low-0.2-within-source-kept.parquet`); with
-    part "both", the kept file's."""
+    with its overrides, dedup, and part (`docs-bits_per_token-prune-low-0.2-within-source-kept.
+    parquet`); with part "both", the kept file's."""
     values = [v for v in (rule.low, rule.high) if v is not None]
     if rule.by == "ratio":
-        tag = "-".join(f"{v:g}" for v in values)
+        tag = "-".join(_number_in_name(v) for v in values)
     else:
         sides = [("below", rule.low), ("above", rule.high)]
-        tag = "-".join(f"{side}-{v:g}" for side, v in sides if v is not None)
+        tag = "-".join(f"{side}-{_number_in_name(v)}" for side, v in sides if v is not None)
     if rule.stratify:
-        tag += f"-within-{rule.stratify}" + ("-overrides" if rule.group_ratios else "")
+        tag += f"-within-{rule.stratify}" + _overrides_tag(rule)
     if rule.dedup:
         tag += f"-dedup-{rule.dedup}"
     name = f"{dataset}-{score}-{rule.kind}-{tag}-{'kept' if part == BOTH else part}"
-    return re.sub(r"[^\w.\-]+", "-", name) + ("" if fmt == "hf" else f".{fmt}")
+    return re.sub(r"[^\w.\-]+", "-", name) + FORMAT_EXTENSIONS.get(fmt, f".{fmt}")
 
 
 @dataclass
@@ -175,8 +274,8 @@ def export_subset(
     PART "both": the kept samples to OUT and the pruned ones to `pair_path(OUT, "kept")`. With
     GROUP_BY the manifest records the per-group counts (`selection.groups`).
     """
-    outs = _outputs(store, out, fmt, overwrite, part)
     parts = PARTS if part == BOTH else (part,)
+    outs = _outputs(store, out, fmt, overwrite, parts)
     plans = [_plan(store, run_id, score, rule, p) for p in parts]
     groups = None
     if group_by is not None:  # before anything is written: an unknown column writes nothing
@@ -187,12 +286,16 @@ def export_subset(
     return _write(store, plans, outs, fmt, with_scores, groups=groups, validation=backing)
 
 
-def _outputs(store: Store, out, fmt: str, overwrite: bool, part: str) -> list[Path]:
-    """OUT, and with PART "both" the pruned file's path too, each checked by `check_output`."""
-    out = check_output(store, out, fmt, overwrite)
-    if part != BOTH:
+def _outputs(
+    store: Store, out, fmt: str, overwrite: bool, parts: tuple[str, ...], from_manifest=False
+) -> list[Path]:
+    """OUT for PARTS[0], and with two parts the other's path beside it (`pair_path`), each checked
+    by `check_output` against the part it will hold."""
+    out = check_output(store, out, fmt, overwrite, parts[0], from_manifest)
+    if len(parts) == 1:
         return [out]
-    return [out, check_output(store, pair_path(out, "kept"), fmt, overwrite)]
+    pair = check_output(store, pair_path(out, parts[0]), fmt, overwrite, parts[1], from_manifest)
+    return [out, pair]
 
 
 def export_from_manifest(
@@ -205,10 +308,8 @@ def export_from_manifest(
     spec = read_manifest(manifest)
     output = spec["output"]
     pair = output.get("pair")
-    own = output["part"]
-    outs = [check_output(store, out, output["format"], overwrite)]
-    if pair is not None:
-        outs.append(check_output(store, pair_path(outs[0], own), output["format"], overwrite))
+    parts = (output["part"],) + ((pair["part"],) if pair is not None else ())
+    outs = _outputs(store, out, output["format"], overwrite, parts, from_manifest=True)
     ds, run_spec = spec["dataset"], spec["run"]
     try:
         info = get_dataset(store, ds["name"])
@@ -219,6 +320,16 @@ def export_from_manifest(
             f"cannot rebuild {manifest}: dataset '{ds['name']}' changed since the export "
             f"(fingerprint {ds['fingerprint'][:12]} -> {info.fingerprint[:12]})"
         )
+    recorded = ds.get("metadata_md5")
+    if recorded is not None:  # manifests from before it was recorded: ids and texts only
+        now = metadata_digests(store, info)
+        changed = sorted(c for c in recorded.keys() | now.keys() if recorded.get(c) != now.get(c))
+        if changed:
+            raise InputError(
+                f"cannot rebuild {manifest}: the dataset's metadata changed since this export "
+                f"(column{'s' if len(changed) > 1 else ''} {', '.join(changed)}) — the rows "
+                "would differ from the export's: ingest the data it was made from, or export anew"
+            )
     try:
         run = get_run(store, run_spec["run_id"])
     except InputError as exc:
@@ -234,9 +345,15 @@ def export_from_manifest(
     for part in [output] + ([pair] if pair is not None else []):
         plan = _plan(store, run_spec["run_id"], spec["score"], rule, part["part"])
         if plan.rows_sha256 != part["rows_sha256"]:
+            n = len(plan.row_idx)
+            counts = (
+                f"{n:,}, the same count, but not the same rows"
+                if n == part["rows"]
+                else f"{n:,} rows against {part['rows']:,}"
+            )
             raise InputError(
-                f"cannot rebuild {manifest}: the rule now selects different {part['part']} rows "
-                f"({len(plan.row_idx)} against {part['rows']})"
+                f"cannot rebuild {manifest}: the rule now selects other {part['part']} rows "
+                f"than the export held ({counts})"
             )
         plans.append(plan)
     return _write(
@@ -249,6 +366,23 @@ def export_from_manifest(
         groups=spec["selection"].get("groups"),
         validation=spec.get("validation"),
     )
+
+
+def metadata_digests(store: Store, info: DatasetInfo) -> dict[str, str]:
+    """Each metadata column's hash over every sample (md5 of id and value, XOR-ed): the dataset's
+    fingerprint covers only ids and texts, but an export writes the metadata too."""
+    columns = [c["name"] for c in info.columns if c["name"] != info.text_column]
+    if not columns:
+        return {}
+    key = f"m.{quote_ident(META_KEY)}"
+    hashes = ", ".join(
+        f"bit_xor(md5_number({key} || chr(31) || "
+        f"coalesce('v' || CAST(m.{quote_ident(c)} AS VARCHAR), 'null')))"
+        for c in columns
+    )
+    with store.connect() as con:
+        row = con.execute(f"SELECT {hashes} FROM {quote_ident(info.meta_table)} m").fetchone()
+    return {c: f"{int(v or 0):032x}" for c, v in zip(columns, row, strict=True)}
 
 
 def read_manifest(path: str | os.PathLike) -> dict:
@@ -281,6 +415,7 @@ _MANIFEST_FIELDS = {
         "model_hash": (str, type(None)),
     },
     "rule": {"kind": (str,), "by": (str,)},
+    "selection": {},
     "output": {
         "format": (str,),
         "part": (str,),
@@ -288,6 +423,14 @@ _MANIFEST_FIELDS = {
         "rows": (int,),
         "rows_sha256": (str,),
     },
+}
+
+# Optional values (JSON null allowed) that a rebuild reads or copies into its own manifest.
+_OPTIONAL_FIELDS = {
+    ("dataset", "store"): str,
+    ("dataset", "metadata_md5"): dict,
+    ("selection", "groups"): dict,
+    (None, "validation"): dict,
 }
 
 
@@ -305,6 +448,11 @@ def _manifest_problem(spec: dict) -> str | None:
             field = value[name]
             if not isinstance(field, types) or (isinstance(field, bool) and bool not in types):
                 return f"'{section}.{name}' has the wrong type ({type(field).__name__})"
+    for (section, name), kind in _OPTIONAL_FIELDS.items():
+        value = (spec if section is None else spec[section]).get(name)
+        if value is not None and not isinstance(value, kind):
+            where = name if section is None else f"{section}.{name}"
+            return f"'{where}' has the wrong type ({type(value).__name__})"
     output = spec["output"]
     if output["format"] not in FORMATS:
         return f"'output.format' is '{output['format']}', not one of {', '.join(FORMATS)}"
@@ -324,8 +472,16 @@ def default_export_dir(store: Store) -> Path:
     return store.path.expanduser().resolve().parent / "exports"
 
 
-def check_output(store: Store, out: str | os.PathLike, fmt: str, overwrite: bool) -> Path:
-    """OUT as a path that an export may write, else an InputError saying what to choose instead.
+def check_output(
+    store: Store,
+    out: str | os.PathLike,
+    fmt: str,
+    overwrite: bool,
+    part: str | None = None,
+    from_manifest: bool = False,
+) -> Path:
+    """OUT as a path that an export may write (holding PART, when given), else an InputError saying
+    what to choose instead (FROM_MANIFEST: the format is the manifest's, not a choice).
 
     The one check of an export's destination, for the CLI and the Prune & Export page alike.
     """
@@ -337,23 +493,24 @@ def check_output(store: Store, out: str | os.PathLike, fmt: str, overwrite: bool
     manifest = manifest_path_for(out)
     for target in (out, manifest):
         store.refuse_own_path(target)
-    if out.exists() or out.is_symlink():
-        if not overwrite:
+    _check_name(out, fmt, part, from_manifest)
+    # A folder first: "Replace" would not help, so asking for it would be the wrong advice.
+    if out.is_dir():
+        if fmt != "hf":
             raise InputError(
-                f"{out} already exists — pass --overwrite to replace it",
-                ui=f"{out} already exists — tick “Replace it if it exists” to replace it.",
+                f"{out} is a folder — a {fmt} export is one file: give a file name",
+                ui=f"{out} is a folder — a {fmt} export is one file: give a file name.",
             )
-        if out.is_dir():
-            if fmt != "hf":
-                raise InputError(
-                    f"{out} is a folder — a {fmt} export is one file: give a file name",
-                    ui=f"{out} is a folder — a {fmt} export is one file: give a file name.",
-                )
-            if not is_previous_export(out):
-                raise InputError(
-                    f"{out} is a folder that is not an earlier infoprune export — folders are "
-                    "never replaced: choose a new name"
-                )
+        if not is_previous_export(out):
+            raise InputError(
+                f"{out} is a folder that is not an earlier infoprune export — folders are "
+                "never replaced: choose a new name"
+            )
+    if (out.exists() or out.is_symlink()) and not overwrite:
+        raise InputError(
+            f"{out} already exists — pass --overwrite to replace it",
+            ui=f"{out} already exists — tick “Replace it if it exists” to replace it.",
+        )
     if manifest.is_dir():
         raise InputError(f"{manifest} is a folder — choose another output name")
     if (manifest.exists() or manifest.is_symlink()) and not overwrite:
@@ -428,8 +585,10 @@ def _write(
             _manifest(plan, out, fmt, with_scores, cols, rebuilt_from)
             for plan, out in zip(plans, outs, strict=True)
         ]
+        metadata = metadata_digests(store, plans[0].info)
         for manifest, other, other_out in zip(manifests, plans[::-1], outs[::-1], strict=True):
             manifest["dataset"]["store"] = str(store.path.expanduser().resolve())
+            manifest["dataset"]["metadata_md5"] = metadata
             manifest["seconds"] = round(time.monotonic() - started, 3)
             if groups is not None:
                 manifest["selection"]["groups"] = groups

@@ -260,15 +260,26 @@ def rule_from_args(
 def parse_group_ratio(kind: str, text: str) -> GroupRatio:
     """'GROUP=R' (prune-low, prune-high) or 'GROUP=LOW:HIGH' (keep-middle) as a GroupRatio."""
     group, sep, value = str(text).rpartition("=")
-    shape = "GROUP=LOW:HIGH" if kind == "keep-middle" else "GROUP=R"
+    shape, example = (
+        ("GROUP=LOW:HIGH", "python-docs=0:0")
+        if kind == "keep-middle"
+        else ("GROUP=R", "python-docs=0")
+    )
+    field = "“Other ratios for some groups”"  # the Prune & Export page's field for --group-ratio
     try:
         if not sep or not group:
             raise ValueError
         numbers = [float(v) for v in value.split(":")]
     except ValueError:
-        raise InputError(f"--group-ratio '{text}' is not {shape} (e.g. python-docs=0)") from None
+        raise InputError(
+            f"--group-ratio '{text}' is not {shape} (e.g. {example})",
+            ui=f"'{text}' in {field} is not {shape} (e.g. {example}); separate groups by commas.",
+        ) from None
     if len(numbers) != (2 if kind == "keep-middle" else 1):
-        raise InputError(f"--group-ratio for {kind} is {shape}, not '{text}'")
+        raise InputError(
+            f"--group-ratio for {kind} is {shape}, not '{text}'",
+            ui=f"{field} takes {shape} for {kind} (e.g. {example}), not '{text}'.",
+        )
     if kind == "keep-middle":
         return GroupRatio(group, numbers[0], numbers[1])
     if kind == "prune-low":

@@ -362,7 +362,7 @@ def test_prune_page_stratifies_deduplicates_and_validates_the_setting(duplicated
     assert "Within each source" in captions and "exact duplicates" in captions
     assert "No validation of this setting yet" in captions
     out = by_label(at.text_input, "Write to").value
-    assert "within-source-overrides-dedup-exact-kept" in out
+    assert "within-source-overrides-code-0-dedup-exact-kept" in out
     button = next(b for b in at.button if b.label.startswith("Validate this setting"))
     assert button.disabled  # overrides cannot be validated
     by_label(at.text_input, "Other ratios for some groups").set_value("").run()
