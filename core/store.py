@@ -232,8 +232,14 @@ class Store:
     def owned_paths(self) -> list[Path]:
         """What the store is made of on disk, symlinks resolved: no command may write over these
         (or anything inside them). The file, DuckDB's write-ahead log, job logs, temporaries."""
-        db = self.path.expanduser().resolve()
-        return [db, db.with_name(db.name + ".wal"), jobs_dir(db), scratch_folder(db)]
+        owned = []
+        # Both names of a store reached through a symlink: DuckDB writes the file's own
+        # write-ahead log, the commands their jobs and temporaries beside the name they were given.
+        for db in dict.fromkeys(
+            [self.path.expanduser().absolute(), self.path.expanduser().resolve()]
+        ):
+            owned += [db, db.with_name(db.name + ".wal"), jobs_dir(db), scratch_folder(db)]
+        return [p.resolve() for p in dict.fromkeys(owned)]
 
     def refuse_own_path(self, target: str | os.PathLike) -> None:
         """An InputError when writing TARGET would write over (or into) the store's own files,

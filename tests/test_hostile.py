@@ -110,6 +110,22 @@ def test_export_refuses_to_write_over_the_store(scored, tmp_path, capsys, target
     assert main(["runs", "--db", str(db)]) == 0
 
 
+@pytest.mark.parametrize("beside", [".tmp", ".jobs"])
+def test_a_store_reached_through_a_symlink_guards_the_folders_of_both_names(
+    scored, tmp_path, capsys, beside
+):
+    """The commands keep temporaries and job logs beside the name they were given: an export
+    into `alias.duckdb.tmp` would sit where the next command sweeps."""
+    db, run_id = scored
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    alias = elsewhere / "alias.duckdb"
+    alias.symlink_to(db)
+    out = alias.with_name(alias.name + beside)
+    line = cli_error(capsys, *export_args(alias, run_id, out, "hf"))
+    assert "would write over the store" in line and not out.exists()
+
+
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet", "hf"])
 def test_export_never_deletes_a_folder_that_is_not_an_earlier_export(scored, tmp_path, capsys, fmt):
     db, run_id = scored
