@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import shutil
 import time
 import uuid
@@ -161,7 +162,9 @@ class ProbeJob:
                 "fingerprint": info.fingerprint,
                 "tokenizer_seconds": tokenizer_seconds,
             }
-            (ckpt / "resume.json").write_text(json.dumps(record, indent=1))
+            written = ckpt / "resume.json.partial"  # whole or not there: a kill leaves no half
+            written.write_text(json.dumps(record, indent=1))
+            os.replace(written, ckpt / "resume.json")
 
         reporter = _Reporter(self.store, self.probe_id, on_progress)
         model, stats = train_lm(
@@ -332,7 +335,17 @@ def _check_out_dir(out: Path, key: str) -> dict | None:
         return None
     record = out / "checkpoint" / "resume.json"
     if record.exists():
-        resume = json.loads(record.read_text())
+        try:
+            resume = json.loads(record.read_text())
+        except (OSError, UnicodeDecodeError, ValueError):
+            resume = None
+        if not isinstance(resume, dict):
+            raise InputError(
+                f"{record} is damaged, so the probe in {out} cannot resume — pass a new --out, "
+                "or delete that checkpoint folder to train there from the start",
+                ui=f"{record} is damaged, so the probe in {out} cannot resume — choose a new "
+                "output directory, or delete that checkpoint folder to train there anew.",
+            )
         if resume.get("key") == key:
             return resume
         raise InputError(

@@ -375,6 +375,18 @@ def test_checkpoint_of_other_options_is_not_resumed(store, tmp_path, capsys):
     assert rc == 2 and "other options" in error_line(capsys)
 
 
+@pytest.mark.parametrize("content", ["{bad", "[1, 2]", ""])
+def test_a_damaged_resume_record_is_one_error_line(store, tmp_path, capsys, content):
+    ingest(store, tmp_path, 12)
+    out = tmp_path / "p"
+    (out / "checkpoint").mkdir(parents=True)
+    (out / "checkpoint" / "resume.json").write_text(content)
+    rc = main(["train-probe", "--dataset", "docs", "--out", str(out), "--db", str(store.path)])
+    line = error_line(capsys)
+    assert rc == 2 and "is damaged" in line and "resume.json" in line
+    assert (out / "checkpoint" / "resume.json").read_text() == content
+
+
 def test_a_directory_being_trained_is_refused(store, tmp_path, capsys):
     ingest(store, tmp_path, 12)
     out = tmp_path / "p"
