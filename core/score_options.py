@@ -56,3 +56,11 @@ def validate_options(opts: ScoreOptions) -> None:
             f"unknown dtype '{opts.dtype}' — use {', '.join(DTYPE_CHOICES[:-1])} "
             f"or {DTYPE_CHOICES[-1]}"
         )
+    given = [name for name in ("window", "stride") if getattr(opts, name) is not None]
+    if opts.model_free and given:  # said, rather than ignored: the run would not use them
+        flags = " and ".join(f"--{name}" for name in given)
+        raise InputError(
+            f"{flags} apply to a model only — drop {'them' if len(given) > 1 else 'it'} with "
+            "--model none",
+            ui="Window and stride apply to a model only — set them to 0, or choose a model.",
+        )

@@ -192,6 +192,8 @@ def _bad_model_dirs(tmp_path: Path, tiny_model_dir: Path) -> dict[str, Path]:
         ("unknown_dataset", ["--dataset", "nope"], "unknown dataset 'nope'"),
         ("window", ["--window", "4096"], "exceeds the model's maximum"),
         ("limit", ["--limit", "0"], "positive"),
+        ("model_free_window", ["--model", "none", "--window", "5"], "--window apply to a model"),
+        ("model_free_stride", ["--model", "none", "--stride", "2"], "--stride apply to a model"),
     ],
 )
 def test_bad_input_fails_before_any_work_in_one_line(

@@ -579,6 +579,14 @@ def test_bad_input_is_one_error_line(done, capsys, args, message):
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
 
 
+def test_a_sweep_with_json_is_refused_not_ignored(done, tmp_path, capsys):
+    argv = ["validate", "--run", done["run_id"], "--sweep", "--json", str(tmp_path / "r.json")]
+    capsys.readouterr()
+    assert main([*argv, "--db", str(done["store"].path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "drop --json" in err[0] and not (tmp_path / "r.json").exists()
+
+
 def test_score_without_values_in_the_run_is_refused(tmp_path, capsys):
     store, run_id, _ = _build(tmp_path, "none")
     argv = ["validate", "--run", run_id, "--rule", "prune-low", "--db", str(store.path)]

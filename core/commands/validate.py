@@ -41,6 +41,13 @@ def run(args, store) -> int:
     from core.validation_spec import make_spec
 
     opts = from_args(ValidateOptions, args)
+    if opts.sweep and args.json:  # said, rather than ignored: a sweep writes no results file
+        from core.errors import InputError
+
+        raise InputError(
+            "--json writes one validation's results; a sweep's ranked table is printed and shown "
+            "on the Validate page — drop --json, or validate one setting without --sweep"
+        )
     if opts.sweep:
         return _sweep(store, opts)
     spec = make_spec(opts)
