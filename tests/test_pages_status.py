@@ -203,7 +203,7 @@ def test_runs_of_a_deleted_dataset_are_not_offered(ui_store, tmp_path, page):
     assert not at.exception and not at.error
     picker = at.selectbox(key=page_run_key(page))
     assert picker.value == kept and not [o for o in picker.options if orphan in o]
-    assert any("1 run(s) not listed" in c.value and "gone" in c.value for c in at.caption)
+    assert any("1 run not listed: scored on 'gone'" in c.value for c in at.caption)
 
     ingest_rows(ui_store, tmp_path, rows, name="gone")
     at = open_page(page)

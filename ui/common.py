@@ -177,9 +177,11 @@ def pick_run(store: Store, dataset: str | None = None, key: str = "run", done_on
     stale = runs[~runs["dataset_current"].astype(bool)]
     runs = runs[runs["dataset_current"].astype(bool)]
     if len(stale):
+        names = ", ".join(f"'{n}'" for n in sorted(set(stale["dataset"])))
+        count = "1 run" if len(stale) == 1 else f"{len(stale)} runs"
         st.caption(
-            f"{len(stale)} run(s) not listed: their dataset was deleted or replaced since "
-            f"({', '.join(sorted(set(stale['dataset'])))}) — score it again on the Score page."
+            f"{count} not listed: scored on {names}, deleted or replaced since — score it again "
+            "on the Score page."
         )
     if runs.empty:
         st.info("No finished scoring run yet — start one on the Score page.")
