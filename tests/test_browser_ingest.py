@@ -22,6 +22,11 @@ from tests.helpers_browser import (
 
 pytestmark = pytest.mark.slow
 
+PREVIEWED = """stem => [...document.querySelectorAll("input[aria-label='Name']")]
+    .some(e => e.value === stem && !e.closest('[data-stale="true"]'))"""
+SETTLED = """() => !document.querySelector('[data-stale="true"]')
+    && !document.querySelector('[data-testid="stStatusWidgetRunningIcon"]')"""
+
 skip_without_chromium()
 
 
@@ -55,13 +60,14 @@ def test_a_second_file_can_be_added_right_after_an_ingest(tmp_path):
             if not path_field.count():  # closed (the first time: the store is not empty)
                 section.locator("summary").first.click()
             upload.set_input_files(str(path))
-            # The section stays open: its preview and Ingest button show for the new file.
-            expect(ingest).to_be_visible(timeout=30_000)
-            name = section.locator("input[aria-label='Name']:visible")
-            expect(name).to_have_value(path.stem, timeout=30_000)  # this file's preview is drawn
-            page.wait_for_load_state("networkidle")
-            ingest.click()
-            expect(page.get_by_text(f"ingested '{path.stem}'").first).to_be_visible(timeout=30_000)
+            # This file's preview is drawn (its default name), and the rerun has ended: no element
+            # left stale, so each control below is there once.
+            page.wait_for_function(PREVIEWED, arg=path.stem, timeout=60_000)
+            page.wait_for_function(SETTLED, timeout=60_000)
+            # The section stays open: its Ingest button shows for the new file.
+            expect(ingest.first).to_be_visible(timeout=30_000)
+            ingest.first.click()
+            expect(page.get_by_text(f"ingested '{path.stem}'").first).to_be_visible(timeout=60_000)
         names = {r[0] for r in store.query("SELECT name FROM datasets")}
         assert {"first", "second"} <= names  # beside the sample corpus of the first start
         browser.close()
