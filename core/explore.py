@@ -283,15 +283,22 @@ def load_histogram(
         ctx = _run_context(con, store, run_id)
         rows = _Rows(con, ctx, filters or SampleFilter(), {"v": _clean(score_expression(score))})
         t = "CASE WHEN v > 0 THEN log10(v) END" if log_x else "v"
-        source, params = rows.read_twice(f"SELECT {t} AS t, g FROM ({rows.grouped(by)})", by)
-        lo, hi, n, total = con.execute(
-            f"SELECT min(t), max(t), count(t), count(*) FROM {source}", params
+        source, params = rows.read_twice(f"SELECT {t} AS t, v, g FROM ({rows.grouped(by)})", by)
+        # The values at the ends as well as their logs: 10**log10(v) need not give v back, and a
+        # click on an end bar must take the sample at the end.
+        v_of_t = "CASE WHEN t IS NOT NULL THEN v END"
+        ends = f"min(t), max(t), min({v_of_t}), max({v_of_t})"
+        lo, hi, v_lo, v_hi, n, total = con.execute(
+            f"SELECT {ends}, count(t), count(*) FROM {source}", params
         ).fetchall()[0]
         if not n:
             return Histogram(score, log_x, [], [], 0, total)
         if full_range and filters is not None and filters.active:
             every = _Rows(con, ctx, SampleFilter(), {"v": _clean(score_expression(score))})
-            lo, hi = every.run(f"SELECT min({t}), max({t}) FROM ({every.sql})").fetchall()[0]
+            lo, hi, v_lo, v_hi = every.run(
+                f"SELECT {ends} FROM (SELECT {t} AS t, v FROM ({every.sql}))"
+            ).fetchall()[0]
+        exact_ends = hi != lo
         if hi == lo:
             lo, hi = lo - 0.5, hi + 0.5
         width = (hi - lo) / bins
@@ -311,6 +318,8 @@ def load_histogram(
     edges = [lo + i * width for i in range(bins)] + [hi]
     if log_x:
         edges = [10**e for e in edges]
+        if exact_ends:
+            edges[0], edges[-1] = float(v_lo), float(v_hi)
     totals = [0] * bins
     by_group: dict[str, list[int]] = {}
     for g, i, c in counts:

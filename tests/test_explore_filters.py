@@ -241,3 +241,19 @@ def test_chart_selections_read_back_as_ranges_regions_and_samples():
     }
     assert selected_region(box) == ((5, 9), (1.5, 2.5)) and clicked_sample(box) is None
     assert math.isfinite(selected_region(box)[0][0])
+
+
+def test_each_bar_of_a_log_histogram_selects_what_it_counts(tmp_path):
+    """10**log10(v) is not always v (63047 -> 63046.99999999995): the end bars' edges are the
+    values themselves, so a click on the last bar takes the largest sample."""
+    store = Store(tmp_path / "ws.duckdb", lock_timeout=30)
+    values = [134, 63047, 1000, 5000, 777, 63047]
+    rows = [{"id": f"s{i}", "text": f"text {i}"} for i in range(len(values))]
+    ingest_rows(store, tmp_path, rows, id_column="id")
+    run = add_done_run(store, "docs", {f"s{i}": {"n_tokens": v} for i, v in enumerate(values)})
+    hist = load_histogram(store, run, "n_tokens", bins=8, log_x=True)
+    last = len(hist.counts) - 1
+    for i, count in enumerate(hist.counts):
+        bar = ScoreRange("n_tokens", hist.edges[i], hist.edges[i + 1], closed=i == last)
+        assert count_samples(store, run, SampleFilter(ranges=(bar,))) == count, i
+    assert hist.counts[0] == 1 and hist.counts[-1] == 2
