@@ -186,7 +186,8 @@ def _compute_ranking(store: Store, run: dict, score: str) -> Ranking:
         run_id=run["run_id"],
         score=score,
         dataset=run["dataset"],
-        scores=np.ma.filled(score_col[:n], np.nan).astype(np.float64),
+        # As floats before filling: an integer score (a length, a count) cannot hold NaN.
+        scores=np.ma.filled(score_col[:n].astype(np.float64), np.nan),
         row_idx=row_idx[:n],
         cum_tokens=np.concatenate([[0], np.cumsum(tokens[:n])]),
         cum_bytes=np.concatenate([[0], np.cumsum(nbytes[:n])]),

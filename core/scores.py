@@ -188,10 +188,10 @@ def score_expression(name: str) -> str:
     if not match:
         return _stored(name)
     alpha = float(match.group(1))
+    # A term of weight 0 still needs its column: α = 1 ranks the samples every α < 1 does.
     terms = [
-        f"{w:g} * {_z(col)}"
+        f"{w:g} * {_z(col)}" if w else f"(CASE WHEN {col} IS NULL THEN NULL ELSE 0 END)"
         for w, col in zip((alpha, round(1 - alpha, 4)), WEIGHTED_PARTS, strict=True)
-        if w
     ]
     return "(" + " + ".join(terms) + ")"
 

@@ -271,7 +271,8 @@ def test_weighted_score_is_the_z_score_mix_over_one_run(tmp_path, alpha):
     )
     df = _weighted_frame().set_index("sample_id")
     z = (df - df.mean()) / df.std(ddof=0)
-    parts = [w * z[c] for w, c in ((alpha, "bits_per_token"), (1 - alpha, "word_entropy")) if w]
+    # Both columns needed at every α (0 · NaN is NaN): a sample lacking one is unscored.
+    parts = [w * z[c] for w, c in ((alpha, "bits_per_token"), (1 - alpha, "word_entropy"))]
     expected = sum(parts)
     for sid, value in expected.items():
         if pd.isna(value):

@@ -246,3 +246,34 @@ def test_histogram_of_a_ranking_counts_every_scored_sample_in_its_bin(tied_store
         values.count(5.0),
     ]
     assert hist.n_left_out == 6
+
+
+def test_an_integer_score_ranks_a_run_that_left_samples_unscored(tmp_path):
+    """n_bytes of a `--limit` run: the unscored rows made NaN, which an int64 array cannot hold
+    (an internal error before)."""
+    from core.scoring import ScoreOptions, score_dataset
+
+    store = Store(tmp_path / "ws.duckdb")
+    ingest_rows(store, tmp_path, [{"text": "word " * (i + 1)} for i in range(10)])
+    run = score_dataset(store, "docs", ScoreOptions(model="none", limit=6)).run_id
+    ranking = load_ranking(store, run, "n_bytes")
+    assert len(ranking.scores) == 6 and len(ranking.unscored_row_idx) == 4
+    sel = select(ranking, Rule("prune-low", 0.5))
+    assert (sel.k_low, sel.n_scored, sel.n_unscored) == (3, 6, 4)  # the 4 unscored are kept
+
+
+def test_weighted_at_either_end_needs_both_columns_as_between(tmp_path):
+    """α = 1 dropped the word-entropy term, so a sample without word entropy was ranked at α = 1
+    and unscored at α = 0.9999."""
+    store = Store(tmp_path / "ws.duckdb")
+    ingest_rows(
+        store, tmp_path, [{"id": f"s{i}", "text": f"t {i}"} for i in range(6)], id_column="id"
+    )
+    scores = {
+        f"s{i}": {"bits_per_token": float(i), "word_entropy": None if i == 0 else float(6 - i)}
+        for i in range(6)
+    }
+    run = add_done_run(store, "docs", scores)
+    for alpha in ("0", "0.5", "0.9999", "1"):
+        ranking = load_ranking(store, run, f"weighted:{alpha}")
+        assert len(ranking.scores) == 5 and len(ranking.unscored_row_idx) == 1, alpha
