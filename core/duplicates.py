@@ -1,6 +1,7 @@
 """Exact and near duplicates of a dataset: two per-sample counts and the clusters they form.
 
-The contract, over the whole dataset (a run scored with --limit gets the rows of its own samples):
+The contract, over the whole dataset (a run scored with --limit gets the counts of its own
+samples, and the clusters of all: `dedup` prunes an unscored copy as the rules say):
 - `dup_count`: how many *other* samples have a byte-identical text (0 when unique).
 - `near_dup_count`: how many other samples have an estimated Jaccard similarity >= 0.8 with it,
   over sets of word 5-gram shingles. Words are those of core/measures/word_entropy.py (`\\w+` of
@@ -414,8 +415,8 @@ def _copy(con, run_id: str, source: str, dataset: str) -> None:
         "CASE WHEN c.exact_cluster_id IS NOT NULL THEN min(t.row_idx) OVER "
         "(PARTITION BY c.exact_cluster_id) END AS exact_cluster_id "
         "FROM dup_clusters c JOIN samples t ON t.dataset = ? AND t.sample_id = c.sample_id "
-        "WHERE c.run_id = ?) WHERE sample_id IN (SELECT sample_id FROM scores WHERE run_id = ?)",
-        [run_id, dataset, source, run_id],
+        "WHERE c.run_id = ?)",
+        [run_id, dataset, source],
     )
 
 
@@ -429,8 +430,8 @@ def _insert(con, run_id: str, duplicates: Duplicates) -> None:
     )
     con.execute(
         "INSERT INTO dup_clusters SELECT ?, sample_id, cluster_id, exact_cluster_id "
-        "FROM _dup_clusters WHERE sample_id IN (SELECT sample_id FROM scores WHERE run_id = ?)",
-        [run_id, run_id],
+        "FROM _dup_clusters",
+        [run_id],
     )
     con.unregister("_dup_counts")
     con.unregister("_dup_clusters")

@@ -304,10 +304,24 @@ def test_a_model_free_cli_run_stores_both_counts_and_the_clusters(store, tmp_pat
         "s015": (16, None),
     }
     assert store.query("SELECT status FROM runs WHERE run_id = ?", [run])[0][0] == "done"
-    # A run of part of the dataset counts over the whole dataset and lists its own samples only.
+    # A run of part of the dataset counts its own samples over the whole dataset, and holds the
+    # clusters of all: dedup prunes an unscored copy too (core/rules.py), none is left twice.
     part = _score(capsys, store, "docs", "--limit", "3")
     assert _counts(store, part) == {s: counts[s] for s in ("s000", "s001", "s002")}
-    assert _clusters(store, part) == {s: _clusters(store, run)[s] for s in ("s000", "s001", "s002")}
+    assert _clusters(store, part) == _clusters(store, run)
+    from core.prune import duplicate_rows
+
+    for mode in ("exact", "near"):
+        assert list(duplicate_rows(store, part, "docs", mode)) == list(
+            duplicate_rows(store, run, "docs", mode)
+        )
+    rows = [int(r) for r in duplicate_rows(store, part, "docs", "exact")]
+    ids = store.query(
+        "SELECT sample_id FROM samples WHERE dataset = 'docs' AND list_contains(?, row_idx) "
+        "ORDER BY sample_id",
+        [rows],
+    )
+    assert [i for (i,) in ids] == ["s010", "s011"]  # copies of s000, which the part did not score
 
 
 def test_a_run_whose_duplicate_pass_fails_is_not_done(store, tmp_path, capsys, monkeypatch):
