@@ -142,7 +142,12 @@ def cut_and_export() -> None:
         m[3].metric(
             "Kept share of tokens",
             pct(sel.kept_tokens_share),
-            help=None if sel.has_tokens else "This run has no token counts (no model).",
+            help="This run has no token counts (no model)."
+            if not sel.has_tokens
+            else f"Of the scored samples' tokens: the {fmt_int(sel.n_unscored)} unscored "
+            "samples have no token count."
+            if sel.n_unscored
+            else None,
         )
         m[4].metric("Kept share of bytes", pct(sel.kept_bytes_share))
         m[5].metric(

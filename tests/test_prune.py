@@ -277,3 +277,21 @@ def test_weighted_at_either_end_needs_both_columns_as_between(tmp_path):
     for alpha in ("0", "0.5", "0.9999", "1"):
         ranking = load_ranking(store, run, f"weighted:{alpha}")
         assert len(ranking.scores) == 5 and len(ranking.unscored_row_idx) == 1, alpha
+
+
+def test_the_token_share_of_a_partial_run_says_whose_tokens(tmp_path, capsys):
+    """Unscored samples have no token count: the share is of the scored samples' tokens, and the
+    dry run's line says so instead of passing it for the dataset's."""
+    from core.cli import main
+    from tests.helpers_runs import model_scores
+
+    store = Store(tmp_path / "ws.duckdb")
+    ingest_rows(
+        store, tmp_path, [{"id": f"s{i}", "text": f"t {i}"} for i in range(8)], id_column="id"
+    )
+    scored = {f"s{i}": model_scores(float(i + 1), 10, 20) for i in range(4)}  # s4..s7 unscored
+    run = add_done_run(store, "docs", scored)
+    argv = ["export", "--run", run, "--rule", "prune-low", "--ratio", "0.5", "--dry-run"]
+    assert main([*argv, "--db", str(store.path)]) == 0
+    out = capsys.readouterr().out
+    assert "4 unscored (kept)" in out and "50.0% of the scored samples' tokens kept" in out

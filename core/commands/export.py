@@ -194,10 +194,11 @@ def _dry_run_report(store, run_id: str, score: str, rule, group_by) -> str:
     from core.prune import rule_selection
 
     ranking, sel = rule_selection(store, run_id, score, rule)
-    tokens = (
+    of_tokens = "of the scored samples' tokens" if sel.n_unscored else "of tokens"
+    tokens = (  # an unscored sample has no token count: its tokens are in no total
         "no token counts"
         if sel.kept_tokens_share is None
-        else f"{sel.kept_tokens_share:.1%} of tokens kept"
+        else f"{sel.kept_tokens_share:.1%} {of_tokens} kept"
     )
     line = (
         f"dry run, nothing written: {rule.describe()} by {score}: {sel.n_kept:,} of "
