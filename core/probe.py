@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import shutil
 import time
 import uuid
@@ -27,6 +26,7 @@ from core.errors import InputError, first_line
 from core.jobs import CancelToken
 from core.models import weights_hash
 from core.options import to_argv, values
+from core.scratch import write_text_atomically
 from core.store import Store
 from core.train_options import ProbeOptions
 from core.training import (
@@ -162,9 +162,7 @@ class ProbeJob:
                 "fingerprint": info.fingerprint,
                 "tokenizer_seconds": tokenizer_seconds,
             }
-            written = ckpt / "resume.json.partial"  # whole or not there: a kill leaves no half
-            written.write_text(json.dumps(record, indent=1))
-            os.replace(written, ckpt / "resume.json")
+            write_text_atomically(ckpt / "resume.json", json.dumps(record, indent=1))
 
         reporter = _Reporter(self.store, self.probe_id, on_progress)
         model, stats = train_lm(

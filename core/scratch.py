@@ -9,6 +9,7 @@ removing the temporaries whose owner is gone. Names of live processes are never 
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import shutil
 import uuid
@@ -69,3 +70,14 @@ def remove(path: Path) -> None:
             shutil.rmtree(path)
         else:
             path.unlink()
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    """TEXT to PATH whole or not at all: a temporary beside it, then a rename (a killed process
+    leaves only the temporary, which its name lets a later sweep remove)."""
+    tmp = path.with_name(temp_name(path.name))
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

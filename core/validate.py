@@ -786,18 +786,12 @@ def check_results_path(store: Store, path: str | os.PathLike) -> Path:
 
 
 def write_results_json(path: str | Path, results: pd.DataFrame) -> None:
-    """`{"results": [...]}`, one row per finished arm (see `result_rows`), written atomically
-    (a temporary beside it that a killed process leaves to the next sweep, then a rename)."""
-    from core.scratch import temp_name
+    """`{"results": [...]}`, one row per finished arm (see `result_rows`), written atomically."""
+    from core.scratch import write_text_atomically
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(temp_name(path.name))
-    try:
-        tmp.write_text(json.dumps({"results": result_rows(results)}, indent=1) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_text_atomically(path, json.dumps({"results": result_rows(results)}, indent=1) + "\n")
 
 
 def dataset_of(store: Store, run_id: str) -> str:

@@ -40,6 +40,7 @@ from core.ray_engine.cluster import (
 )
 from core.score_options import ScoreOptions, validate_options
 from core.scoring import Progress, measures_for
+from core.scratch import write_text_atomically
 
 MANIFEST = "_manifest.json"
 JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
@@ -430,6 +431,4 @@ def read_manifest(out: Path) -> dict:
 
 
 def write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    os.replace(tmp, path)
+    write_text_atomically(path, json.dumps(data, indent=2, sort_keys=True))
