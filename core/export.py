@@ -321,6 +321,7 @@ def export_from_manifest(
             f"(fingerprint {ds['fingerprint'][:12]} -> {info.fingerprint[:12]})"
         )
     recorded = ds.get("metadata_md5")
+    now = None
     if recorded is not None:  # manifests from before it was recorded: ids and texts only
         now = metadata_digests(store, info)
         changed = sorted(c for c in recorded.keys() | now.keys() if recorded.get(c) != now.get(c))
@@ -365,6 +366,7 @@ def export_from_manifest(
         Path(manifest),
         groups=spec["selection"].get("groups"),
         validation=spec.get("validation"),
+        metadata=now,
     )
 
 
@@ -568,6 +570,7 @@ def _write(
     rebuilt_from: Path | None = None,
     groups: dict | None = None,
     validation: dict | None = None,
+    metadata: dict[str, str] | None = None,
 ) -> ExportResult:
     """Each plan's rows to its OUT, with its manifest; two plans are the two parts of one export,
     each manifest naming the other (`output.pair`). Files are renamed into place only once all
@@ -585,7 +588,8 @@ def _write(
             _manifest(plan, out, fmt, with_scores, cols, rebuilt_from)
             for plan, out in zip(plans, outs, strict=True)
         ]
-        metadata = metadata_digests(store, plans[0].info)
+        if metadata is None:  # a rebuild passes the digests it checked
+            metadata = metadata_digests(store, plans[0].info)
         for manifest, other, other_out in zip(manifests, plans[::-1], outs[::-1], strict=True):
             manifest["dataset"]["store"] = str(store.path.expanduser().resolve())
             manifest["dataset"]["metadata_md5"] = metadata
