@@ -38,6 +38,7 @@ from tests.helpers_browser import (  # noqa: E402
     CHROMIUM_ARGS,
     free_port,
     running_app,
+    streamlit_command,
 )
 
 VIEWPORT = {"width": 1400, "height": 1000}
@@ -73,10 +74,8 @@ def page_cost(tree: Path, db: Path, page_name: str, seconds: float, log: Path) -
     from playwright.sync_api import sync_playwright
 
     port = free_port()
-    command = [sys.executable, "-m", "streamlit", "run", str(tree / "app.py")]
-    command += ["--server.port", str(port), "--server.address", "127.0.0.1"]
-    command += ["--server.headless", "true", "--browser.gatherUsageStats", "false"]
     env = {"INFOPRUNE_DB": str(db), "PYTHONPATH": str(tree)}
+    command = streamlit_command(port)  # its app.py is the tree's: the server runs in the tree
     with running_app(command, port, env=env, log=log, cwd=tree) as server, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport=VIEWPORT)
