@@ -174,8 +174,8 @@ def pick_run(store: Store, dataset: str | None = None, key: str = "run", done_on
     runs = list_runs(store, dataset)
     if done_only:
         runs = runs[runs["status"] == "done"]
-    stale = runs[~runs["dataset_current"].astype(bool)]
-    runs = runs[runs["dataset_current"].astype(bool)]
+    current_data = runs["dataset_current"].astype(bool)
+    stale, runs = runs[~current_data], runs[current_data]
     if len(stale):
         names = ", ".join(f"'{n}'" for n in sorted(set(stale["dataset"])))
         count = "1 run" if len(stale) == 1 else f"{len(stale)} runs"
